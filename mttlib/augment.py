@@ -1,0 +1,242 @@
+"""Differentiable Siamese Augmentation (DSA, Zhao & Bilen, ICML 2021), as used by MTT.
+
+Every operation is differentiable with respect to the pixels, so gradients flow through the
+augmentation back into the synthetic images. Each call picks *one* operation group uniformly
+from the strategy (``"color_crop_cutout_flip_scale_rotate"``) and draws random parameters for
+every sample in the batch.
+
+The randomness is split from the arithmetic:
+
+* :meth:`DSA.sample` draws all random numbers on the CPU into a :class:`DSAParams`;
+* :meth:`DSA.apply` is a deterministic function of the images and those parameters.
+
+Replaying the same :class:`DSAParams` therefore reproduces an augmentation exactly, on any
+device; the exact-recomputation meta-gradient relies on that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA"]
+
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # a flipped digit is another digit (or none)
+OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+@dataclass
+class DSAParams:
+    """The random draws of one DSA call: the operation group and per-sample tensors.
+
+    Only the tensors of ``op`` are set; the others stay ``None``. Shapes, for ``N`` samples:
+
+    * ``color``: ``brightness``, ``saturation``, ``contrast`` -- ``[N]``, uniform in [0, 1);
+    * ``crop``: ``shift`` -- ``[N, 2]`` int64 ``(rows, cols)``; content moves down/right by it;
+    * ``cutout``: ``centre`` -- ``[N, 2]`` int64 ``(row, col)`` of the zeroed square;
+    * ``flip``: ``flip`` -- ``[N]`` bool, True where the sample is mirrored left-right;
+    * ``scale``: ``scale`` -- ``[N, 2]`` factors ``(sx, sy)`` of the sampling grid;
+    * ``rotate``: ``angle`` -- ``[N]`` in radians (positive turns the image anticlockwise).
+    """
+
+    op: str
+    brightness: Tensor | None = None
+    saturation: Tensor | None = None
+    contrast: Tensor | None = None
+    shift: Tensor | None = None
+    centre: Tensor | None = None
+    flip: Tensor | None = None
+    scale: Tensor | None = None
+    angle: Tensor | None = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The tensors that are set, by field name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "op" and getattr(self, f.name) is not None}
+
+    @property
+    def num_samples(self) -> int | None:
+        """Number of samples the parameters are for (None for the identity, op ``"none"``)."""
+        tensors = list(self.tensors().values())
+        return tensors[0].shape[0] if tensors else None
+
+    def to(self, device: str | torch.device) -> DSAParams:
+        """A copy with every tensor on ``device``."""
+        return dataclasses.replace(self, **{k: v.to(device) for k, v in self.tensors().items()})
+
+    def to_dict(self) -> dict:
+        """Plain dict (a string and tensors) that ``mttlib.io.atomic_save`` can store."""
+        return {"op": self.op, **self.tensors()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DSAParams:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)
+
+
+class DSA:
+    """Differentiable siamese augmentation with one operation group per call (mode 'S').
+
+    ``strategy`` names the groups joined by ``_`` (see :data:`OPS`); ``"none"`` or ``""``
+    gives the identity. The keyword arguments are the strengths of the reference code.
+    """
+
+    def __init__(self, strategy: str = DSA_STRATEGY, *, scale: float = 1.2, rotate: float = 15.0,
+                 crop: float = 0.125, cutout: float = 0.5, brightness: float = 1.0,
+                 saturation: float = 2.0, contrast: float = 0.5, flip_prob: float = 0.5) -> None:
+        names = [] if strategy.lower() in ("", "none") else strategy.split("_")
+        unknown = [name for name in names if name not in OPS]
+        if unknown:
+            raise ValueError(f"unknown DSA operation(s) {unknown} in strategy {strategy!r}; "
+                             f"valid operations are {', '.join(OPS)} (joined by '_'), or 'none'")
+        if not (scale >= 1 and rotate >= 0 and 0 <= crop < 1 and 0 <= cutout <= 1
+                and 0 <= flip_prob <= 1):
+            raise ValueError("DSA strengths out of range: need scale >= 1, rotate >= 0, "
+                             "0 <= crop < 1, 0 <= cutout <= 1 and 0 <= flip_prob <= 1")
+        self.strategy, self.ops = strategy, tuple(names)
+        self.scale, self.rotate = float(scale), float(rotate)
+        self.crop, self.cutout, self.flip_prob = float(crop), float(cutout), float(flip_prob)
+        self.brightness, self.saturation = float(brightness), float(saturation)
+        self.contrast = float(contrast)
+
+    @property
+    def config(self) -> dict[str, float]:
+        """The strengths, as keyword arguments of the constructor (JSON-able)."""
+        return dict(scale=self.scale, rotate=self.rotate, crop=self.crop, cutout=self.cutout,
+                    brightness=self.brightness, saturation=self.saturation,
+                    contrast=self.contrast, flip_prob=self.flip_prob)
+
+    @classmethod
+    def for_dataset(cls, digits: bool, **strengths: float) -> DSA:
+        """The DSA the kit uses for a dataset: no flip for digits (MNIST, SVHN)."""
+        return cls(DIGIT_STRATEGY if digits else DSA_STRATEGY, **strengths)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return f"DSA({self.strategy!r}, {args})"
+
+    # --- randomness -------------------------------------------------------------------------
+
+    def sample(self, n: int, image_size: int | tuple[int, int],
+               generator: torch.Generator | None = None) -> DSAParams:
+        """Draw the operation group and the per-sample parameters for ``n`` images, on the CPU."""
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        h, w = (int(s) for s in image_size)
+        if n < 0 or h < 1 or w < 1:
+            raise ValueError(f"need n >= 0 and a positive image size, got n={n}, "
+                             f"image_size={(h, w)}")
+        if not self.ops:
+            return DSAParams("none")
+        g = generator
+
+        def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
+            return low + (high - low) * torch.rand(*shape, generator=g, dtype=torch.float32)
+
+        def integers(low: int, high: int) -> Tensor:  # [n] draws in [low, high), per axis
+            return torch.randint(low, high, (n,), generator=g)
+
+        op = self.ops[int(torch.randint(len(self.ops), (1,), generator=g))]
+        if op == "color":
+            return DSAParams(op, brightness=uniform(n), saturation=uniform(n),
+                             contrast=uniform(n))
+        if op == "crop":
+            sh, sw = int(h * self.crop + 0.5), int(w * self.crop + 0.5)
+            shift = torch.stack([integers(-sh, sh + 1), integers(-sw, sw + 1)], 1)
+            return DSAParams(op, shift=shift)
+        if op == "cutout":
+            ch, cw = self._cutout_side(h, w)
+            # as in the reference: an even side can sit one pixel further, so the square is
+            # equally likely to stick out at either edge
+            centre = torch.stack([integers(0, h + 1 - ch % 2), integers(0, w + 1 - cw % 2)], 1)
+            return DSAParams(op, centre=centre)
+        if op == "flip":
+            return DSAParams(op, flip=uniform(n) < self.flip_prob)
+        if op == "scale":
+            return DSAParams(op, scale=uniform(n, 2, low=1 / self.scale, high=self.scale))
+        limit = math.radians(self.rotate)  # op == "rotate"
+        return DSAParams(op, angle=uniform(n, low=-limit, high=limit))
+
+    def _cutout_side(self, h: int, w: int) -> tuple[int, int]:
+        return int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
+
+    # --- arithmetic ---------------------------------------------------------------------------
+
+    def apply(self, x: Tensor, params: DSAParams) -> Tensor:
+        """Augment ``x`` ``[N, C, H, W]`` with ``params``; deterministic, differentiable in ``x``."""
+        if x.dim() != 4:
+            raise ValueError(f"DSA expects a batch [N, C, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"DSA needs float images, got {x.dtype}; preprocess them first")
+        if params.num_samples not in (None, x.shape[0]):
+            raise ValueError(f"DSA parameters are for {params.num_samples} samples but the batch "
+                             f"has {x.shape[0]}; sample them with n = x.shape[0]")
+        p = params.to(x.device)
+        if p.op == "none":
+            return x
+        if p.op == "color":
+            return self._color(x, p)
+        if p.op == "crop":
+            return _translate(x, p.shift)
+        if p.op == "cutout":
+            return self._cutout(x, p.centre)
+        if p.op == "flip":
+            return torch.where(p.flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if p.op == "scale":
+            sx, sy = p.scale.to(x.dtype).unbind(1)
+            zero = torch.zeros_like(sx)
+            return _warp(x, torch.stack([sx, zero, zero, zero, sy, zero], 1))
+        if p.op == "rotate":
+            angle = p.angle.to(x.dtype)
+            cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+            return _warp(x, torch.stack([cos, -sin, zero, sin, cos, zero], 1))
+        raise ValueError(f"unknown DSA operation {p.op!r}; valid operations are {', '.join(OPS)}")
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Sample fresh parameters for ``x`` and apply them."""
+        return self.apply(x, self.sample(x.shape[0], tuple(x.shape[-2:]), generator))
+
+    def _color(self, x: Tensor, p: DSAParams) -> Tensor:
+        def r(t: Tensor) -> Tensor:
+            return t.to(x.dtype).view(-1, 1, 1, 1)
+
+        x = x + (r(p.brightness) - 0.5) * self.brightness
+        mean = x.mean(dim=1, keepdim=True)  # per-pixel grey level
+        x = mean + (x - mean) * (r(p.saturation) * self.saturation)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # per-image mean
+        return mean + (x - mean) * (r(p.contrast) + self.contrast)
+
+    def _cutout(self, x: Tensor, centre: Tensor) -> Tensor:
+        ch, cw = self._cutout_side(x.shape[2], x.shape[3])
+        top, left = (centre - torch.tensor([ch // 2, cw // 2], device=x.device)).unbind(1)
+        rows = torch.arange(x.shape[2], device=x.device)
+        cols = torch.arange(x.shape[3], device=x.device)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + ch)  # [N, H]
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + cw)  # [N, W]
+        keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # [N, H, W]
+        return x * keep.unsqueeze(1).to(x.dtype)
+
+
+def _translate(x: Tensor, shift: Tensor) -> Tensor:
+    """``out[n, :, i, j] = x[n, :, i - dy, j - dx]`` with zeros where that falls outside."""
+    n, c, h, w = x.shape
+    src_rows = torch.arange(h, device=x.device) - shift[:, :1]  # [N, H]
+    src_cols = torch.arange(w, device=x.device) - shift[:, 1:]  # [N, W]
+    # gather rows, then columns; out-of-range indices are clamped, then masked to zero
+    out = x.gather(2, src_rows.clamp(0, h - 1).view(n, 1, h, 1).expand(n, c, h, w))
+    out = out.gather(3, src_cols.clamp(0, w - 1).view(n, 1, 1, w).expand(n, c, h, w))
+    row_ok = ((src_rows >= 0) & (src_rows < h)).view(n, 1, h, 1)
+    col_ok = ((src_cols >= 0) & (src_cols < w)).view(n, 1, 1, w)
+    return out * (row_ok & col_ok).to(x.dtype)
+
+
+def _warp(x: Tensor, theta: Tensor) -> Tensor:
+    """Resample ``x`` through per-sample affine maps ``theta`` ``[N, 6]`` (bilinear, zero fill)."""
+    grid = F.affine_grid(theta.view(-1, 2, 3), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True)
