@@ -110,3 +110,104 @@ def record_results(results: dict, out_dir: str | Path | None = None, name: str |
     if out_dir is not None and name is not None:
         atomic_write_json(clean, Path(out_dir) / "results" / f"{name}.json")
     return clean
+
+
+# --- tileable textures -------------------------------------------------------------------------
+
+
+def _rgb(canvas_rgb: torch.Tensor) -> torch.Tensor:
+    """A displayable ``[H, W, 3]`` in [0, 1] from a ``[C, H, W]`` canvas (C = 1 or 3)."""
+    if canvas_rgb.dim() != 3 or canvas_rgb.shape[0] not in (1, 3):
+        raise ValueError(f"expected one canvas [C, H, W] with C = 1 or 3 (values in [0, 1]), "
+                         f"got shape {tuple(canvas_rgb.shape)}; deprocess it with data.deprocess first")
+    pic = to_display(canvas_rgb)[0]
+    return pic.expand(-1, -1, 3) if pic.shape[-1] == 1 else pic
+
+
+def tiling_figure(canvas_rgb: torch.Tensor, rows: int = 3, cols: int = 3, zoom: float = 1.0,
+                  grid: bool = True, title: str | None = None) -> Figure:
+    """One texture canvas (``[C, H, W]`` in [0, 1]) beside a ``rows`` x ``cols`` tiling of it.
+
+    With ``grid`` thin dashed lines mark where the copies meet: on a seamless texture they are
+    the only way to find the borders. ``zoom`` scales the whole figure.
+    """
+    pic = _rgb(canvas_rgb)
+    h, w = pic.shape[:2]
+    tiled = pic.repeat(rows, cols, 1)
+    side = 2.2 * zoom
+    fig, (ax_one, ax_all) = plt.subplots(1, 2, figsize=(side * (1 + max(1.0, cols / rows)) + 0.4, side * 1.15),
+                                         gridspec_kw={"width_ratios": [1, max(1.0, cols / rows)]})
+    ax_one.imshow(pic.numpy(), interpolation="nearest")
+    ax_one.set_title("one canvas", fontsize=9)
+    ax_all.imshow(tiled.numpy(), interpolation="nearest")
+    ax_all.set_title(f"tiled {rows} x {cols}", fontsize=9)
+    if grid:
+        for r in range(1, rows):
+            ax_all.axhline(r * h - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
+        for c in range(1, cols):
+            ax_all.axvline(c * w - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
+    for ax in (ax_one, ax_all):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def shirt_path() -> "matplotlib.path.Path":
+    """A T-shirt silhouette as a closed ``matplotlib.path.Path`` in the unit square (y up)."""
+    from matplotlib.path import Path as MplPath
+
+    # right half, from the neckline's lowest point round to the hem's middle; mirrored below
+    neck = [(0.5 + 0.12 * math.sin(t), 0.93 - 0.08 * math.cos(t)) for t in
+            [i * math.pi / 16 for i in range(9)]]  # half ellipse, 0 .. pi/2
+    right = neck + [(0.78, 0.90), (0.99, 0.72), (0.88, 0.58), (0.76, 0.66), (0.76, 0.02), (0.5, 0.02)]
+    left = [(1.0 - x, y) for x, y in reversed(right[:-1])]
+    points = right + left[:-1] + [right[0]]
+    return MplPath(points, closed=True)
+
+
+def shirt_mask(height: int, width: int) -> torch.Tensor:
+    """Boolean ``[height, width]`` mask of :func:`shirt_path`, row 0 at the top."""
+    ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height
+    xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width
+    yy, xx = torch.meshgrid(1.0 - ys, xs, indexing="ij")  # image rows go down, the path's y goes up
+    points = torch.stack([xx.flatten(), yy.flatten()], 1).numpy()
+    return torch.from_numpy(shirt_path().contains_points(points)).view(height, width)
+
+
+def garment_figure(canvas_rgb: torch.Tensor, tiles: int = 4, zoom: float = 1.0, outline: bool = True,
+                   title: str | None = None) -> Figure:
+    """A T-shirt made of the texture: the canvas tiled ``tiles`` times across, cut to a shirt shape.
+
+    ``canvas_rgb`` is one canvas ``[C, H, W]`` in [0, 1]. The silhouette is
+    :func:`shirt_mask`; outside it the figure is white.
+    """
+    if tiles < 1:
+        raise ValueError(f"tiles must be at least 1, got {tiles}")
+    pic = _rgb(canvas_rgb)
+    cloth = pic.repeat(tiles, tiles, 1)
+    fine = max(1, math.ceil(256 / cloth.shape[0]))  # nearest upscale so the cut edge is smooth
+    cloth = cloth.repeat_interleave(fine, 0).repeat_interleave(fine, 1)
+    mask = shirt_mask(cloth.shape[0], cloth.shape[1])
+    rgba = torch.cat([cloth, mask.unsqueeze(-1).to(cloth.dtype)], -1)
+    fig, ax = plt.subplots(figsize=(3.2 * zoom, 3.2 * zoom))
+    ax.imshow(rgba.numpy(), extent=(0, 1, 0, 1), interpolation="nearest")
+    if outline:
+        from matplotlib.patches import PathPatch
+
+        ax.add_patch(PathPatch(shirt_path(), facecolor="none", edgecolor="0.25", lw=1.2))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["tiling_figure", "garment_figure", "shirt_path", "shirt_mask"]
