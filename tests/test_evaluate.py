@@ -1,0 +1,362 @@
+"""Tests of mttlib.evaluate: the evaluation recipe, baselines, validation split, released sets, CLI."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mttlib import evaluate as ev
+from mttlib.data import ImageData
+from mttlib.io import CorruptFileError, atomic_save
+
+TINY = {"width": 8, "depth": 1}  # a ConvNet small enough for many quick runs
+
+
+def stripes_data(per_class: int = 12, test_per_class: int = 10, size: int = 16, seed: int = 0) -> ImageData:
+    """Four easy classes: horizontal, vertical and the two diagonal stripe patterns, with noise.
+
+    Each image carries its index in pixel (0, 0, 0) of channel 0 .. 1 so tests can identify it.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(size).view(-1, 1).float()
+        cols = torch.arange(size).view(1, -1).float()
+        images, labels = [], []
+        for c, coord in enumerate((rows, cols, rows + cols, rows - cols)):
+            for _ in range(n_per_class):
+                period = 3 + 3 * torch.rand(1, generator=g)
+                phase = 2 * math.pi * torch.rand(1, generator=g)
+                wave = torch.sin(2 * math.pi * coord.expand(size, size) / period + phase)
+                img = 0.5 + 0.35 * wave + 0.08 * torch.randn(3, size, size, generator=g)
+                images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+                labels.append(c)
+        return torch.stack(images), torch.tensor(labels)
+
+    train_x, train_y = make(per_class)
+    test_x, test_y = make(test_per_class)
+    index = torch.arange(train_x.shape[0])
+    train_x[:, 0, 0, 0] = (index % 256).to(torch.uint8)  # identity tag of each training image
+    train_x[:, 0, 0, 1] = (index // 256).to(torch.uint8)
+    return ImageData(name="stripes", train_images=train_x, train_labels=train_y, test_images=test_x,
+                     test_labels=test_y, classes=["horizontal", "vertical", "diag", "antidiag"],
+                     mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def data() -> ImageData:
+    return stripes_data()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny batches run fastest on one thread (and far faster than two on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tagged_index(images_uint8: torch.Tensor) -> list[int]:
+    return (images_uint8[:, 0, 0, 0].long() + 256 * images_uint8[:, 0, 0, 1].long()).tolist()
+
+
+def small_set(data: ImageData, per_class: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    return ev.random_real_subset(data, per_class, seed=0)
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+@pytest.mark.parametrize("epochs", [6, 7])
+def test_lr_drops_tenfold_at_half_time(data: ImageData, epochs: int) -> None:
+    x, y = small_set(data)
+    seen: dict[int, float] = {}
+
+    def hook(epoch: int, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        seen[epoch] = optimizer.param_groups[0]["lr"]
+
+    result = ev.train_and_test("convnet", x, y, data, lr=0.05, epochs=epochs, model_kwargs=TINY,
+                               device="cpu", on_epoch_end=hook)
+    half = epochs // 2
+    expected = [0.05] * half + [0.005] * (epochs - half)
+    assert [seen[e] for e in range(epochs)] == pytest.approx(expected, rel=1e-12)
+    assert result.lr_curve == pytest.approx(expected, rel=1e-12)
+    flat = ev.train_and_test("convnet", x, y, data, lr=0.05, epochs=epochs, model_kwargs=TINY,
+                             device="cpu", lr_decay=False)
+    assert flat.lr_curve == pytest.approx([0.05] * epochs)
+
+
+def test_defaults_are_the_papers_recipe() -> None:
+    params = inspect.signature(ev.train_and_test).parameters
+    assert params["momentum"].default == 0.9
+    assert params["weight_decay"].default == 5e-4
+    assert params["batch_size"].default == 256
+    assert params["dsa"].default is True
+
+
+@pytest.mark.parametrize("momentum, weight_decay, lr", [(0.9, 5e-4, 0.05), (0.5, 0.2, 0.3)])
+def test_sgd_steps_match_a_manual_computation(data: ImageData, momentum: float, weight_decay: float,
+                                              lr: float) -> None:
+    """Three full-batch steps (no augmentation) against hand-written SGD with momentum and L2 decay.
+
+    Epochs 0 and 1 use ``lr`` (step 2 carries momentum); epoch 2 is after the half-time drop,
+    where the paper's code restarts the optimiser: lr / 10 and a fresh momentum buffer.
+    """
+    x, y = small_set(data, per_class=3)
+    seed = 123
+    snapshots = []
+
+    def hook(epoch, net, optimizer):
+        snapshots.append([p.detach().clone() for p in net.parameters()])
+
+    ev.train_and_test("convnet", x, y, data, lr=lr, epochs=4, momentum=momentum, weight_decay=weight_decay,
+                      dsa=False, seed=seed, model_kwargs=TINY, device="cpu", on_epoch_end=hook)
+
+    net = ev.make_run_model("convnet", data, seed, TINY)
+    params = [p.detach().clone() for p in net.parameters()]
+    reference = copy.deepcopy(net)
+
+    def gradient(values):
+        with torch.no_grad():
+            for p, v in zip(reference.parameters(), values):
+                p.copy_(v)
+        loss = F.cross_entropy(reference(x), y)
+        return torch.autograd.grad(loss, list(reference.parameters()))
+
+    buffers = None
+    plain = None  # the same steps without momentum and weight decay: must differ
+    for step, rate in enumerate([lr, lr, lr / 10]):
+        grads = gradient(params)
+        d = [g + weight_decay * p for g, p in zip(grads, params)]
+        if step == 2:
+            buffers = None  # restart at the drop
+        buffers = d if buffers is None else [momentum * b + di for b, di in zip(buffers, d)]
+        if step == 1:
+            plain = [p - rate * g for p, g in zip(params, grads)]
+        params = [p - rate * b for p, b in zip(params, buffers)]
+        for got, want in zip(snapshots[step], params):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-6)
+        if step == 1 and weight_decay > 0.01:
+            gap = max((a - b).abs().max().item() for a, b in zip(plain, params))
+            assert gap > 1e-3, "momentum and weight decay must change the step visibly in this case"
+
+
+def test_seeds_reproduce_runs_and_differ_between_runs(data: ImageData) -> None:
+    x, y = small_set(data)
+    kwargs = dict(lr=0.05, epochs=3, model_kwargs=TINY, device="cpu")
+    a = ev.train_and_test("convnet", x, y, data, seed=7, **kwargs)
+    b = ev.train_and_test("convnet", x, y, data, seed=7, **kwargs)
+    c = ev.train_and_test("convnet", x, y, data, seed=8, **kwargs)
+    assert a.test_acc == b.test_acc and a.loss_curve == b.loss_curve
+    assert a.loss_curve != c.loss_curve
+
+    init7 = torch.cat([p.flatten() for p in ev.make_run_model("convnet", data, 7, TINY).parameters()])
+    again = torch.cat([p.flatten() for p in ev.make_run_model("convnet", data, 7, TINY).parameters()])
+    init8 = torch.cat([p.flatten() for p in ev.make_run_model("convnet", data, 8, TINY).parameters()])
+    assert torch.equal(init7, again) and not torch.allclose(init7, init8)
+
+    # run k of an evaluation is train_and_test with seed run_seed(seed, k)
+    assert ev.run_seed(3, 1) == ev.run_seed(3, 1)
+    assert len({ev.run_seed(s, k) for s in range(4) for k in range(4)}) == 16
+    res = ev.evaluate_set(x, y, data, num_runs=2, seed=3, progress=False, **kwargs)
+    assert res.config["seeds"] == [ev.run_seed(3, 0), ev.run_seed(3, 1)]
+    single = ev.train_and_test("convnet", x, y, data, seed=ev.run_seed(3, 1), **kwargs)
+    assert res.accuracies[1] == single.test_acc and res.runs[1].loss_curve == single.loss_curve
+
+
+def test_training_reaches_high_accuracy_on_an_easy_set(data: ImageData) -> None:
+    """Stripe orientation survives DSA; a network that does not learn stays near 25 %."""
+    x, y = data.train_tensors()
+    result = ev.evaluate_set(x, y, data, model="convnet", model_kwargs={"width": 16, "depth": 2},
+                             num_runs=1, lr=0.01, epochs=20, batch_size=16, device="cpu", progress=False)
+    assert result.mean >= 0.9, result
+    assert result.runs[0].loss_curve[-1] < 0.5 * result.runs[0].loss_curve[0]
+
+
+def test_soft_labels_train_like_matching_hard_labels(data: ImageData) -> None:
+    x, y = small_set(data)
+    kwargs = dict(lr=0.05, epochs=3, model_kwargs=TINY, device="cpu", seed=5)
+    hard = ev.train_and_test("convnet", x, y, data, **kwargs)
+    soft = ev.train_and_test("convnet", x, F.one_hot(y, 4).float(), data, **kwargs)
+    assert soft.loss_curve == pytest.approx(hard.loss_curve, rel=1e-4)
+    blurred = 0.7 * F.one_hot(y, 4).float() + 0.075
+    mixed = ev.evaluate_set(x, blurred, data, num_runs=1, progress=False, epochs=3, lr=0.05,
+                            model_kwargs=TINY, device="cpu")
+    assert 0 <= mixed.mean <= 1
+    with pytest.raises(ValueError, match="soft labels"):
+        ev.train_and_test("convnet", x, torch.rand(x.shape[0], 3), data, **kwargs)
+
+
+def test_bad_inputs_raise_clear_errors(data: ImageData) -> None:
+    x, y = small_set(data)
+    kwargs = dict(epochs=1, model_kwargs=TINY, device="cpu")
+    with pytest.raises(ValueError, match="channels"):
+        ev.train_and_test("convnet", x[:, :1], y, data, **kwargs)
+    with pytest.raises(ValueError, match="labels"):
+        ev.train_and_test("convnet", x, y[:-1], data, **kwargs)
+    with pytest.raises(ValueError, match="0..3"):
+        ev.train_and_test("convnet", x, y + 4, data, **kwargs)
+    with pytest.raises(ValueError, match="learning rate"):
+        ev.train_and_test("convnet", x, y, data, lr=-1.0, **kwargs)
+    with pytest.raises(ValueError, match="train_transform"):
+        ev.train_and_test("convnet", F.pad(x, (2, 2, 2, 2)), y, data, **kwargs)
+
+
+def test_a_diverging_run_stops_with_a_warning(data: ImageData) -> None:
+    x, y = small_set(data)
+    with pytest.warns(RuntimeWarning, match="smaller lr"):
+        result = ev.train_and_test("convnet", x, y, data, lr=1e30, epochs=5, model_kwargs=TINY, device="cpu")
+    assert result.diverged and len(result.loss_curve) < 5 and not math.isfinite(result.loss_curve[-1])
+
+
+def test_train_transform_runs_before_augmentation(data: ImageData) -> None:
+    """Canvases larger than the image size are cropped by the hook, then trained on."""
+    x, y = small_set(data)
+    canvases = F.pad(x, (0, 4, 0, 4), mode="circular")
+    calls = []
+
+    def crop(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        assert isinstance(generator, torch.Generator)
+        calls.append(tuple(batch.shape))
+        i, j = torch.randint(0, 5, (2,), generator=generator).tolist()
+        return batch[..., i:i + 16, j:j + 16]
+
+    result = ev.train_and_test("convnet", canvases, y, data, epochs=2, model_kwargs=TINY, device="cpu",
+                               train_transform=crop)
+    assert calls == [(8, 3, 20, 20)] * 2 and 0 <= result.test_acc <= 1
+
+
+def test_eval_result_summary(data: ImageData) -> None:
+    x, y = small_set(data)
+    result = ev.evaluate_set(x, y, data, num_runs=2, epochs=2, model_kwargs=TINY, device="cpu", progress=False)
+    accs = torch.tensor(result.accuracies, dtype=torch.float64)
+    assert result.mean == pytest.approx(accs.mean().item())
+    assert result.std == pytest.approx(accs.std(unbiased=False).item())
+    text = str(result)
+    assert text.endswith("% (2 ConvNet runs, 2 epochs)") and "±" in text
+    json.dumps(result.to_dict(runs=True))
+
+
+# --------------------------------------------------------------------------- baselines and splits
+
+
+def test_random_real_subset_takes_ipc_per_class_from_train(data: ImageData) -> None:
+    x, y = ev.random_real_subset(data, 3, seed=1)
+    assert torch.bincount(y, minlength=4).tolist() == [3, 3, 3, 3]
+    train_x, train_y = data.train_tensors()
+    for img, label in zip(x, y):
+        match = (train_x - img).flatten(1).abs().amax(1) < 1e-6
+        assert match.sum() == 1 and train_y[match].item() == label.item()
+    x2, y2 = ev.random_real_subset(data, 3, seed=1)
+    x3, _ = ev.random_real_subset(data, 3, seed=2)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and not torch.equal(x, x3)
+    with pytest.raises(ValueError, match="ipc"):
+        ev.random_real_subset(data, 13, seed=0)
+
+
+def test_random_real_baseline_draws_a_subset_per_run(data: ImageData) -> None:
+    res = ev.evaluate_random_real(data, 2, num_runs=2, epochs=1, model_kwargs=TINY, device="cpu",
+                                  progress=False, seed=4)
+    assert res.config["baseline"] == "random-real" and res.config["num_images"] == 8
+    assert len(res.accuracies) == 2
+
+
+def test_full_data_baseline_uses_the_whole_train_split(data: ImageData) -> None:
+    res = ev.evaluate_full_data(data, epochs=1, model_kwargs=TINY, device="cpu", progress=False)
+    assert res.config["num_images"] == data.train_images.shape[0] and len(res.accuracies) == 1
+
+
+def test_cross_architecture_returns_one_result_per_model(data: ImageData) -> None:
+    x, y = small_set(data)
+    out = ev.evaluate_cross_architecture(x, y, data, models=("convnetd1", "mlp"), num_runs=1, epochs=1,
+                                         device="cpu", progress=False)
+    assert list(out) == ["convnetd1", "mlp"] and all(0 <= r.mean <= 1 for r in out.values())
+
+
+def test_validation_split_is_disjoint_balanced_and_used_for_evaluation(data: ImageData) -> None:
+    train_part, val_part = ev.split_validation(data, per_class=4, seed=0)
+    kept, held = tagged_index(train_part.train_images), tagged_index(val_part.test_images)
+    assert not set(kept) & set(held)
+    assert sorted(kept + held) == list(range(data.train_images.shape[0]))
+    assert torch.bincount(val_part.test_labels, minlength=4).tolist() == [4, 4, 4, 4]
+    assert torch.equal(data.train_labels[held], val_part.test_labels)
+    assert torch.equal(train_part.test_images, data.test_images)
+    assert torch.equal(val_part.train_images, train_part.train_images)
+    again, _ = ev.split_validation(data, per_class=4, seed=0)
+    other, _ = ev.split_validation(data, per_class=4, seed=1)
+    assert tagged_index(again.train_images) == kept and tagged_index(other.train_images) != kept
+    with pytest.raises(ValueError, match="per_class"):
+        ev.split_validation(data, per_class=12, seed=0)
+
+    # eval_on=val_part tests on the held-out images; a tuple does the same
+    x, y = ev.random_real_subset(train_part, 2, seed=0)
+    kwargs = dict(epochs=2, model_kwargs=TINY, device="cpu", seed=1)
+    on_val = ev.train_and_test("convnet", x, y, train_part, eval_on=val_part, **kwargs)
+    on_tuple = ev.train_and_test("convnet", x, y, train_part,
+                                 eval_on=(val_part.test_images, val_part.test_labels), **kwargs)
+    assert on_val.test_acc == on_tuple.test_acc
+    assert (on_val.test_acc * 16) == pytest.approx(round(on_val.test_acc * 16))  # 16 validation images
+
+
+# --------------------------------------------------------------------------- released tensors
+
+
+def test_load_released_checks_shapes_and_refuses_pickles(data: ImageData, tmp_path) -> None:
+    images = torch.randn(8, 3, 16, 16, requires_grad=True)
+    labels = torch.arange(4).repeat_interleave(2)
+    torch.save(images, tmp_path / "images_best.pt")
+    torch.save(labels, tmp_path / "labels_best.pt")
+    x, y = ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_best.pt", data)
+    assert torch.equal(x, images.detach()) and torch.equal(y, labels) and not x.requires_grad
+
+    torch.save(torch.randn(8, 1, 16, 16), tmp_path / "gray.pt")
+    with pytest.raises(ValueError, match="1x16x16 but stripes is 3x16x16"):
+        ev.load_released(tmp_path / "gray.pt", tmp_path / "labels_best.pt", data)
+    torch.save(labels + 4, tmp_path / "labels_far.pt")
+    with pytest.raises(ValueError, match="classes"):
+        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_far.pt", data)
+    torch.save(labels[:5], tmp_path / "labels_short.pt")
+    with pytest.raises(ValueError, match="8 images but"):
+        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_short.pt")
+    torch.save(labels.float(), tmp_path / "labels_float.pt")
+    with pytest.raises(ValueError, match="integer"):
+        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_float.pt")
+    torch.save(ev.RunResult(0.5, 0.5, 1.0, 0, "convnet", 1), tmp_path / "pickled.pt")  # an arbitrary object
+    with pytest.raises(CorruptFileError):
+        ev.load_released(tmp_path / "pickled.pt", tmp_path / "labels_best.pt", data)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
+    from mttlib.data import load_dataset
+
+    mini = load_dataset("cifar10-mini")
+    x, y = ev.random_real_subset(mini, 1, seed=0)
+    path = tmp_path / "set.pt"
+    atomic_save({"images": x, "labels": y, "syn_lr": torch.tensor(0.02),
+                 "config": {"dataset": "cifar10-mini", "zca": False}}, path)
+    code = ev.cli(["--set", str(path), "--models", "mlp", "--runs", "2", "--epochs", "2", "--json",
+                   "--no-progress", "--device", "cpu"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["mode"] == "set" and out["dataset"] == "cifar10-mini"
+    assert out["lr"] == pytest.approx(0.02)
+    result = out["results"]["mlp"]
+    assert len(result["accuracies"]) == 2 and result["config"]["num_images"] == 10
+    assert result["config"]["eval_size"] == mini.test_images.shape[0]
+
+    # a set file with no learned lr needs --lr
+    atomic_save({"images": x, "labels": y, "config": {"dataset": "cifar10-mini"}}, tmp_path / "nolr.pt")
+    with pytest.raises(SystemExit):
+        ev.cli(["--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
