@@ -18,6 +18,10 @@ import torch
 __all__ = ["atomic_save", "safe_load", "atomic_write_text", "atomic_write_json", "CorruptFileError"]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CorruptFileError(RuntimeError):
     """A file exists but cannot be read back (truncated, corrupt, or not made by the kit)."""
 
@@ -27,6 +31,7 @@ def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the usual mode
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
