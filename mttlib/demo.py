@@ -10,6 +10,8 @@ and names the cell and the error.
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,23 +21,23 @@ from mttlib.paths import KIT_ROOT, outputs_dir, runs_dir
 NOTEBOOKS = KIT_ROOT / "notebooks"
 
 
-def notebook_files(only: list[str] | None = None) -> list[Path]:
+def notebook_files(only: list[str] | None = None, folder: Path = NOTEBOOKS) -> list[Path]:
     """The kit's notebooks in course order, optionally only those whose name starts with ``only``."""
-    files = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    files = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if only:
         files = [f for f in files if any(f.stem.startswith(o) for o in only)]
     return files
 
 
 def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None = None,
-             cell_timeout: int = 1800) -> list[tuple[str, float]]:
+             cell_timeout: int = 1800, folder: Path = NOTEBOOKS) -> list[tuple[str, float]]:
     """Execute the notebooks into ``out/notebooks``; return (name, seconds) per notebook."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    files = notebook_files(only)
+    files = notebook_files(only, folder)
     if not files:
-        raise FileNotFoundError(f"no notebooks found in {NOTEBOOKS} (is this a full checkout of the kit?)")
+        raise FileNotFoundError(f"no notebooks found in {folder} (is this a full checkout of the kit?)")
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     timings = []
     for i, path in enumerate(files, 1):
@@ -44,7 +46,7 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
         params = {"SMOKE": smoke, "OUT_DIR": str(out), "RUNS_DIR": str(runs), "INTERACTIVE": False}
         try:
             pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
-                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
+                                kernel_name="python3", cwd=str(folder), progress_bar=False,
                                 execution_timeout=cell_timeout)
         except PapermillExecutionError as err:
             print(" FAILED")
@@ -58,6 +60,58 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
     return timings
 
 
+def _accuracy_rows(results_dir: Path) -> list[dict]:
+    """Rows of the accuracy table that notebooks recorded under the key ``accuracy_table``."""
+    rows = []
+    for path in sorted(results_dir.glob("*.json")):
+        for row in json.loads(path.read_text()).get("accuracy_table", []):
+            rows.append({"notebook": path.stem, **row})
+    return rows
+
+
+def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> Path:
+    """Write ``out/index.html``: every figure, GIF and PNG with its caption, and the accuracy table."""
+    figures = out / "figures"
+    captions = json.loads((figures / "captions.json").read_text()) if (figures / "captions.json").exists() else {}
+    parts = ["<!doctype html><meta charset='utf-8'><title>MTT teaching kit: demo report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+             "img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+             "</style>",
+             "<h1>MTT teaching kit: demo report</h1>"]
+    if timings:
+        parts.append("<p>" + " · ".join(f"{html.escape(n)}: {s:.0f} s" for n, s in timings) + "</p>")
+    rows = _accuracy_rows(out / "results")
+    if rows:
+        parts.append("<h2>Test accuracy: distilled vs random real vs full data</h2><table>"
+                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy (%)</th><th>networks</th></tr>")
+        for r in rows:
+            acc = f"{100 * r['mean']:.1f} ± {100 * r.get('std', 0):.1f}"
+            parts.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{html.escape(str(r['method']))}</td>"
+                         f"<td>{html.escape(str(r.get('ipc', '')))}</td><td>{acc}</td>"
+                         f"<td>{html.escape(str(r.get('runs', '')))}</td></tr>")
+        parts.append("</table>")
+    pictures = sorted(p for p in out.rglob("*") if p.suffix.lower() in (".png", ".gif")
+                      and "test-artifacts" not in p.parts and not p.name.startswith("."))
+    section = None
+    for pic in pictures:
+        rel = pic.relative_to(out)
+        prefix = pic.name[:2] if pic.name[:2].isdigit() else rel.parts[0]
+        if prefix != section:
+            section = prefix
+            parts.append(f"<h2>{html.escape(prefix if not prefix.isdigit() else 'Notebook ' + prefix)}</h2>")
+        caption = captions.get(pic.name, str(rel))
+        parts.append(f"<figure><img src='{html.escape(rel.as_posix())}' alt='{html.escape(caption)}'>"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    notebooks = sorted((out / "notebooks").glob("*.ipynb"))
+    if notebooks:
+        parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
+            f"<li><a href='notebooks/{html.escape(n.name)}'>{html.escape(n.name)}</a></li>" for n in notebooks) + "</ul>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts) + "\n")
+    return index
+
+
 def cli(argv: list[str]) -> int:
     """Command line of ``python -m mttlib demo``."""
     parser = argparse.ArgumentParser(prog="python -m mttlib demo", description=__doc__.split("\n\n")[0])
@@ -69,7 +123,9 @@ def cli(argv: list[str]) -> int:
     out, runs = outputs_dir(args.out).resolve(), runs_dir(args.runs).resolve()
     start = time.perf_counter()
     timings = run_demo(out, runs, smoke=args.smoke, only=args.only)
+    index = write_report(out, timings)
     print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.")
+    print(f"Report:             {index}")
     print(f"Executed notebooks: {out / 'notebooks'}")
     print(f"Figures:            {out / 'figures'}")
     return 0

@@ -7,6 +7,7 @@ notebook hands its final numbers to the tests and to the demo report.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -84,13 +85,22 @@ def class_grid(
     return fig
 
 
-def save_figure(fig: Figure, out_dir: str | Path, name: str, dpi: int = 110) -> Path:
-    """Save ``fig`` as ``out_dir/figures/<name>.png`` and return the path."""
+def save_figure(fig: Figure, out_dir: str | Path, name: str, caption: str = "", dpi: int = 110) -> Path:
+    """Save ``fig`` as ``out_dir/figures/<name>.png`` and return the path.
+
+    ``caption`` (one line saying what the figure shows) is kept in ``figures/captions.json``,
+    which the demo report uses to explain each figure.
+    """
     path = Path(out_dir) / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     tmp.replace(path)
+    if caption:
+        captions_file = path.parent / "captions.json"
+        captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
+        captions[f"{name}.png"] = caption
+        atomic_write_json(captions, captions_file)
     return path
 
 
@@ -211,3 +221,193 @@ def garment_figure(canvas_rgb: torch.Tensor, tiles: int = 4, zoom: float = 1.0, 
 
 
 __all__ += ["tiling_figure", "garment_figure", "shirt_path", "shirt_mask"]
+
+
+# --- expert trajectories -----------------------------------------------------------------------
+
+
+def expert_accuracy_figure(trajectories: Sequence, title: str | None = None) -> Figure:
+    """Train (dashed, augmented batches during the epoch) and test accuracy (solid) per epoch of
+    each expert; epoch 0 is the test accuracy of the initial parameters."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, traj in enumerate(trajectories):
+        meta, color = traj.meta, colors[i % len(colors)]
+        epochs = list(range(1, len(meta["train_acc"]) + 1))
+        ax.plot([0] + epochs, [meta.get("init_test_acc", float("nan"))] + list(meta["test_acc"]), color=color,
+                lw=1.4, label=f"expert {meta.get('index', i)} test")
+        ax.plot(epochs, meta["train_acc"], color=color, lw=1.0, ls="--", alpha=0.8)
+    ax.plot([], [], color="0.4", ls="--", label="train (augmented)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title or "Expert accuracy per epoch", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def step_length_figure(steps: Sequence[torch.Tensor], title: str | None = None) -> Figure:
+    """``||θ_{e+1} − θ_e||`` against the epoch, one line per expert (``steps[k]`` is ``[E]``)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for k, s in enumerate(steps):
+        s = torch.as_tensor(s).double().cpu()
+        ax.plot(range(1, len(s) + 1), s.numpy(), marker="o", ms=3, lw=1.2, label=f"expert {k}")
+    ax.set_xlabel("epoch e + 1")
+    ax.set_ylabel(r"$\|\theta_{e+1} - \theta_e\|$")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    if len(steps) <= 10:
+        ax.legend(fontsize=7)
+    ax.set_title(title or "How far one epoch moves the parameters", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def segment_length_figure(spans: dict[int, torch.Tensor], title: str | None = None) -> Figure:
+    """``||θ_t − θ_{t+M}||`` against the start epoch ``t`` for several ``M``.
+
+    ``spans[M]`` is ``[num_experts, E + 1 − M]``: the line is the mean over experts, the band
+    their range.
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for m, values in sorted(spans.items()):
+        v = torch.as_tensor(values).double().cpu()
+        v = v.unsqueeze(0) if v.dim() == 1 else v
+        t = range(v.shape[1])
+        line, = ax.plot(t, v.mean(0).numpy(), marker="o", ms=3, lw=1.4, label=f"M = {m}")
+        if v.shape[0] > 1:
+            ax.fill_between(t, v.min(0).values.numpy(), v.max(0).values.numpy(), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("start epoch t")
+    ax.set_ylabel(r"$\|\theta_t - \theta_{t+M}\|$")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "How long a segment t -> t + M is", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def trajectory_projection_figure(coords: Sequence[torch.Tensor], explained: torch.Tensor | None = None,
+                                 title: str | None = None) -> Figure:
+    """Trajectories projected to 2-D (``coords[k]`` is ``[E + 1, 2]``): circles mark the
+    initialisation, stars the last epoch, small dots every epoch in between."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for k, c in enumerate(coords):
+        c = torch.as_tensor(c).double().cpu()
+        line, = ax.plot(c[:, 0].numpy(), c[:, 1].numpy(), marker=".", ms=5, lw=1.2, label=f"expert {k}")
+        ax.plot(c[0, 0].item(), c[0, 1].item(), "o", color=line.get_color(), ms=8, mfc="none")
+        ax.plot(c[-1, 0].item(), c[-1, 1].item(), "*", color=line.get_color(), ms=11)
+    labels = ["PC 1", "PC 2"]
+    if explained is not None:
+        labels = [f"PC {i + 1} ({100 * float(e):.0f}% of variance)" for i, e in enumerate(explained[:2])]
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.grid(alpha=0.3)
+    if len(coords) <= 10:
+        ax.legend(fontsize=7)
+    ax.set_title(title or "Trajectories in parameter space (o start, * end)", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["expert_accuracy_figure", "step_length_figure", "segment_length_figure", "trajectory_projection_figure"]
+
+
+# --- distillation runs -------------------------------------------------------------------------
+
+
+def _grid_pixels(images: torch.Tensor, ncols: int, pad: int = 1) -> torch.Tensor:
+    """Display images ``[N, C, H, W]`` in [0, 1] laid out as one uint8 ``[H', W', 3]`` grid."""
+    pics = to_display(images)
+    if pics.shape[-1] == 1:
+        pics = pics.expand(-1, -1, -1, 3)
+    n, h, w, _ = pics.shape
+    nrows = max(1, math.ceil(n / ncols))
+    sheet = torch.ones(nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        sheet[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = pics[i]
+    return (sheet * 255).round().to(torch.uint8)
+
+
+def distillation_gif(snapshots, data, path: str | Path, *, ncols: int | None = None, max_images: int = 100,
+                     scale: int = 3, duration_ms: int = 150, final_pause_ms: int = 1500) -> Path:
+    """Animate a distillation: one frame per snapshot, written to ``path`` as a looping GIF.
+
+    ``snapshots`` is a run folder, its ``snapshots/`` folder, or a list of ``(iteration, images)``
+    (as :func:`mttlib.distill.load_snapshots` returns); ``data`` (an ``ImageData``) turns the
+    images back into pixels (undoing normalisation and ZCA), ``None`` if they are in [0, 1]
+    already. Up to ``max_images`` images are shown, ``ncols`` per row (default: the images per
+    class when the labels are class-major, else 10), each enlarged ``scale`` times.
+    """
+    from PIL import Image, ImageDraw
+
+    from mttlib.io import _atomic_write
+
+    if isinstance(snapshots, (str, Path)):
+        from mttlib.distill import load_snapshots
+
+        snapshots = load_snapshots(snapshots)
+    snapshots = list(snapshots)
+    if not snapshots:
+        raise ValueError("no snapshots to animate")
+    frames = []
+    for iteration, images in snapshots:
+        images = images[:max_images].float()
+        shown = data.deprocess(images) if data is not None else images.clamp(0, 1)
+        cols = ncols or min(10, shown.shape[0])
+        pixels = _grid_pixels(shown, cols).numpy()
+        img = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST)
+        canvas = Image.new("RGB", (img.width, img.height + 14), (255, 255, 255))
+        canvas.paste(img, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), f"iteration {iteration}", fill=(0, 0, 0))
+        frames.append(canvas)
+    durations = [duration_ms] * (len(frames) - 1) + [final_pause_ms]
+
+    def write(handle) -> None:
+        frames[0].save(handle, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
+                       loop=0)
+
+    return _atomic_write(Path(path), write)
+
+
+def distillation_curves_figure(metrics: Sequence[dict], smooth: int = 10, title: str | None = None) -> Figure:
+    """Matching loss and learned step size ``syn_lr`` over the iterations of a run.
+
+    ``metrics`` are the lines of ``metrics.jsonl`` (or ``DistillResult.metrics``); the loss is
+    also drawn as a running mean over ``smooth`` iterations (the raw curve is noisy because every
+    iteration draws another expert and start epoch).
+    """
+    its = [m["iteration"] for m in metrics]
+    loss = torch.tensor([m["loss"] for m in metrics], dtype=torch.float64)
+    lr = [m["syn_lr"] for m in metrics]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(its, loss.numpy(), lw=0.6, alpha=0.4, label="per iteration")
+    if len(loss) >= smooth > 1:
+        kernel = torch.ones(smooth, dtype=torch.float64) / smooth
+        running = torch.nn.functional.conv1d(loss.view(1, 1, -1), kernel.view(1, 1, -1)).flatten()
+        ax_loss.plot(its[smooth - 1:], running.numpy(), lw=1.6, label=f"mean of {smooth}")
+    ax_loss.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("matching loss")
+    ax_loss.set_title("normalised distance to the expert (1 = student did not move)", fontsize=9)
+    ax_loss.legend(fontsize=7)
+    ax_loss.grid(alpha=0.3)
+    ax_lr.plot(its, lr, lw=1.2, color="tab:green")
+    ax_lr.set_xlabel("iteration")
+    ax_lr.set_ylabel("syn_lr")
+    ax_lr.set_title("learned student step size", fontsize=9)
+    ax_lr.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["distillation_gif", "distillation_curves_figure"]

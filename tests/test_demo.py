@@ -1,0 +1,51 @@
+"""The demo runner: stops at a failing notebook naming the cell, and writes the HTML report."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from mttlib import demo
+from mttlib.io import atomic_write_json
+
+
+def _notebook(path, sources):
+    nb = new_notebook(cells=[new_code_cell(src) for src in sources])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_failed_notebook_stops_the_demo_naming_cell_and_error(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    params = "SMOKE = False\nOUT_DIR = ''\nRUNS_DIR = ''\nINTERACTIVE = True"
+    _notebook(folder / "00_fine.ipynb", [params, "x = 1"])
+    _notebook(folder / "01_broken.ipynb", [params, "y = 2", "raise ValueError('lr_img too high')"])
+    _notebook(folder / "02_never.ipynb", [params, "z = 3"])
+    with pytest.raises(SystemExit) as stop:
+        demo.run_demo(tmp_path / "out", tmp_path / "runs", smoke=True, folder=folder)
+    message = str(stop.value)
+    assert "01_broken.ipynb" in message and "ValueError" in message and "lr_img too high" in message
+    assert "cell" in message
+    assert (tmp_path / "out" / "notebooks" / "00_fine.ipynb").exists()
+    assert not (tmp_path / "out" / "notebooks" / "02_never.ipynb").exists()
+
+
+def test_report_shows_figures_with_captions_and_the_accuracy_table(tmp_path):
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "02_distilled.png").write_bytes(b"\x89PNG fake")
+    (out / "textures").mkdir()
+    (out / "textures" / "sheet.png").write_bytes(b"\x89PNG fake")
+    atomic_write_json({"02_distilled.png": "The distilled images, one row per class."}, out / "figures" / "captions.json")
+    atomic_write_json({"accuracy_table": [
+        {"method": "distilled", "ipc": 1, "mean": 0.281, "std": 0.012, "runs": 3},
+        {"method": "random real", "ipc": 1, "mean": 0.142, "std": 0.02, "runs": 3},
+    ]}, out / "results" / "02_trajectory_matching.json")
+    html = demo.write_report(out, [("02_trajectory_matching.ipynb", 61.0)]).read_text()
+    assert "The distilled images, one row per class." in html
+    assert "figures/02_distilled.png" in html and "textures/sheet.png" in html
+    assert "28.1 ± 1.2" in html and "14.2 ± 2.0" in html and "random real" in html
+    assert "61 s" in html
