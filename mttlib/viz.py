@@ -306,6 +306,7 @@ def trajectory_projection_figure(coords: Sequence[torch.Tensor], explained: torc
         labels = [f"PC {i + 1} ({100 * float(e):.0f}% of variance)" for i, e in enumerate(explained[:2])]
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
+    ax.set_aspect("equal", adjustable="datalim")  # distances on the page are distances in the plane
     ax.grid(alpha=0.3)
     if len(coords) <= 10:
         ax.legend(fontsize=7)

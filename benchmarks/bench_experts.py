@@ -1,0 +1,165 @@
+"""Expert training throughput: ``mttlib.experts.train_experts`` against a plain PyTorch loop.
+
+Both sides train the same network from the same initialisation on the same data with the same
+DSA augmentation, batch size and SGD recipe; the plain side is the textbook loop (``model(x)``,
+``loss.backward()``, ``optimizer.step()``) plus the same test evaluations the experts record
+(the initialisation and after every epoch). A third side, ``plain_train_only``, skips the evaluation. Runs are interleaved
+(the order rotates every repeat) so a machine that gets busier or quieter affects all sides alike.
+
+    python benchmarks/bench_experts.py                  # cifar10-mini, ConvNet width 32, 1 epoch x 3 repeats
+    python benchmarks/bench_experts.py --width 128 --epochs 2 --device cuda
+
+Prints one JSON object: images/s per side (median and every repeat) and the ratio
+``mttlib / plain``; the target is a ratio of at least 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mttlib.augment import DSA
+from mttlib.data import ImageData, load_dataset
+from mttlib.experts import ExpertConfig, _stream_seed, expert_seed, load_trajectory, train_experts
+from mttlib.models import make_model
+
+
+def subset(data: ImageData, n: int | None) -> ImageData:
+    """The first ``n`` train images (all of them when ``n`` is None)."""
+    if not n:
+        return data
+    return ImageData(name=data.name, train_images=data.train_images[:n], train_labels=data.train_labels[:n],
+                     test_images=data.test_images, test_labels=data.test_labels, classes=data.classes,
+                     mean=data.mean, std=data.std, zca=data.zca, digits=data.digits)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(data: ImageData, config: ExpertConfig, device: torch.device, evaluate: bool) -> torch.Tensor:
+    """The recipe as an ordinary training loop over an nn.Module; returns the final parameters.
+
+    It draws the same random numbers as expert 0 (initialisation, batch order, augmentation),
+    so it does exactly the same work and ends at the same parameters.
+    """
+    seed = expert_seed(config.base_seed, 0)
+    torch.manual_seed(seed)
+    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    dsa = DSA(data.dsa_strategy)
+    shuffle = torch.Generator().manual_seed(_stream_seed(seed, "shuffle"))
+    augment = torch.Generator().manual_seed(_stream_seed(seed, "dsa"))
+    x, y = data.train_tensors(device)
+    xt, yt = data.test_tensors(device)
+
+    def test_accuracy() -> float:
+        model.eval()
+        with torch.no_grad():
+            correct = sum((model(xt[i:i + 1024]).argmax(1) == yt[i:i + 1024]).sum().item()
+                          for i in range(0, len(xt), 1024))
+        return correct / len(xt)
+
+    if evaluate:
+        test_accuracy()  # the experts record the accuracy of the initialisation too
+    for _ in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=shuffle).to(device)
+        for i in range(0, len(x), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            logits = model(dsa(x[idx], generator=augment))
+            loss = F.cross_entropy(logits, y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if evaluate:
+            test_accuracy()
+    _sync(device)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="cifar10-mini")
+    parser.add_argument("--model", default="convnet")
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--train-images", type=int, default=None, help="use only the first N train images")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    data = subset(load_dataset(args.dataset), args.train_images)
+    config = ExpertConfig(dataset=data.name, model=args.model, model_kwargs={"width": args.width},
+                          epochs=args.epochs, batch_size=args.batch_size)
+    images = args.epochs * data.train_images.shape[0]
+
+    finals: dict[str, torch.Tensor] = {}
+
+    def run_mttlib() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            path, = train_experts(data, config, 1, out, device=device, progress=False)
+            _sync(device)
+            finals["mttlib"] = load_trajectory(path)[-1]
+
+    def run_plain() -> None:
+        finals["plain"] = plain_loop(data, config, device, evaluate=True)
+
+    sides = {"mttlib": run_mttlib,
+             "plain": run_plain,
+             "plain_train_only": lambda: plain_loop(data, config, device, evaluate=False)}
+    plain_loop(subset(data, 2 * args.batch_size), config.replace(epochs=1), device, True)  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
+            wall, proc = time.perf_counter(), time.process_time()
+            sides[name]()
+            rates[name].append(images / (time.perf_counter() - wall))
+            cpu[name].append(time.process_time() - proc)
+    median = {name: statistics.median(v) for name, v in rates.items()}
+    # on the CPU both sides must have done the very same computation
+    same = bool(torch.equal(finals["mttlib"], finals["plain"]))
+    print(json.dumps({
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "dataset": data.name,
+        "train_images": data.train_images.shape[0],
+        "model": config.model,
+        "width": args.width,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "same_final_parameters": same,
+        "images_per_s_median": {k: round(v, 1) for k, v in median.items()},
+        "images_per_s_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "cpu_seconds_runs": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
+        "cpu_seconds_median": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
+        "ratio_mttlib_to_plain": round(median["mttlib"] / median["plain"], 3),
+        "cpu_ratio_plain_to_mttlib": round(statistics.median(cpu["plain"]) / statistics.median(cpu["mttlib"]), 3),
+        "ratio_mttlib_to_plain_train_only": round(median["mttlib"] / median["plain_train_only"], 3),
+        "target": "ratio_mttlib_to_plain >= 0.9",
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
