@@ -1,0 +1,147 @@
+"""Time and memory of one distillation iteration, per meta-gradient strategy.
+
+Every configuration runs in its own Python process, so its peak resident memory (from
+``resource.getrusage`` in that process) belongs to it alone. The setting is CIFAR-10's shape
+(3x32x32, 10 classes), a ConvNet of width 128 and depth 3, DSA on, every synthetic image in every
+student step (``batch_syn`` = all, as the paper's CIFAR-10 runs). Experts are random walks of the
+right size: the cost of an iteration does not depend on what the trajectory holds.
+
+One JSON object per line on stdout::
+
+    python benchmarks/bench_distill.py                      # ipc 1 and 10, 10/20/40 steps, both strategies, + ipc 50
+    python benchmarks/bench_distill.py --ipc 10 --steps 20 --strategies recompute --iters 1
+
+Fields: ``strategy``, ``ipc``, ``syn_steps``, ``width``, ``s_per_iter`` (median over the timed
+iterations), ``s_min``, ``cpu_s_per_iter`` (process CPU time, all threads), ``peak_rss_mb`` (whole
+process), ``baseline_rss_mb`` (after set-up,
+before the first iteration), ``estimate_mb`` (:func:`mttlib.distill.estimate_memory`),
+``threads``, ``load_before``/``load_after`` (1-minute load average: other processes on the
+machine slow the timings down), ``torch``. On a shared machine the timings swing with the load:
+OpenMP threads that wait for each other lose much more than their share when another process
+holds a core, so compare ``s_min`` and ``cpu_s_per_iter`` too (or pass ``--threads 1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _warm_up(distiller) -> None:
+    """One tiny meta-gradient per DSA operation: PyTorch sets up kernels the first time they run
+    (seconds in all), which must not be charged to the first timed iteration."""
+    import torch
+
+    from mttlib import distill as D
+    from mttlib.augment import OPS
+
+    x, y = distiller.images.detach()[:2], distiller.labels[:2]
+    start = distiller.experts[0][0].to(x.device)
+    source = D.ImageBatchSource(2, tuple(x.shape[-2:]), None, distiller.source.dsa)
+    g = torch.Generator().manual_seed(0)
+    seen: set[str] = set()
+    while seen != set(OPS):
+        plans = source.plans(1, g)
+        seen.add(plans[0]["dsa"].op)
+        for strategy in D.STRATEGIES:
+            D.meta_gradient(distiller.fm, start, start + 0.01, x, y, 0.01, plans, source, strategy)
+
+
+def child(spec: dict) -> dict:
+    """Run ``spec['iters']`` iterations of one configuration in this process and measure them."""
+    import torch
+
+    from mttlib import distill as D
+    from mttlib.data import ImageData
+    from mttlib.experts import Trajectory
+    from mttlib.models import FunctionalModel, make_model
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    classes, size, width = 10, 32, spec["width"]
+    n_real = classes * 2
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(name="random-cifar-shape",
+                     train_images=torch.randint(0, 256, (n_real, 3, size, size), generator=g, dtype=torch.uint8),
+                     train_labels=torch.arange(classes).repeat(2), test_images=torch.zeros(1, 3, size, size,
+                                                                                             dtype=torch.uint8),
+                     test_labels=torch.zeros(1, dtype=torch.long), classes=[str(c) for c in range(classes)],
+                     mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    model = make_model("convnet", 3, classes, size, width=width)
+    start = FunctionalModel(model).flatten()
+    walk = torch.cumsum(0.01 * torch.randn(4, start.numel(), generator=g), 0)
+    expert = Trajectory(torch.cat([start[None], start[None] + walk]), {"config": {"zca": False}})
+    config = D.DistillConfig(dataset=data.name, ipc=spec["ipc"], model="convnet", model_kwargs={"width": width},
+                             syn_steps=spec["syn_steps"], expert_epochs=2, max_start_epoch=2, init="noise",
+                             lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01, iterations=spec["iters"],
+                             strategy=spec["strategy"])
+    distiller = D.Distiller(config, [expert], data, device=spec.get("device"))
+    _warm_up(distiller)
+    baseline = _rss_mb()
+    load_before = os.getloadavg()[0]
+    times, cpu = [], []
+    for _ in range(spec["iters"]):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        distiller.step()
+        times.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    peak = _rss_mb()
+    n = classes * spec["ipc"]
+    estimate = D.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
+    return {"strategy": spec["strategy"], "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
+            "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
+            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
+            "estimate_mb": round(estimate / 2**20, 1), "threads": torch.get_num_threads(),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
+    p.add_argument("--strategies", nargs="+", default=["unroll", "recompute"])
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed iterations per configuration (default 3 at ipc 1, 2 above)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
+    p.add_argument("--no-ipc50", action="store_true", help="skip CIFAR-10 ipc 50, 30 steps, recompute, 1 iteration")
+    p.add_argument("--device", default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))), flush=True)
+        return 0
+    specs = [dict(ipc=ipc, syn_steps=steps, strategy=strategy, width=args.width,
+                  iters=args.iters or (3 if ipc == 1 else 2), device=args.device, threads=args.threads)
+             for ipc in args.ipc for steps in args.steps for strategy in args.strategies]
+    if not args.no_ipc50:
+        specs.append(dict(ipc=50, syn_steps=30, strategy="recompute", width=args.width, iters=1, device=args.device,
+                          threads=args.threads))
+    failed = 0
+    for spec in specs:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+                              capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            failed += 1
+            err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            print(json.dumps({**spec, "error": f"exit {proc.returncode}: {err}"}), flush=True)
+        else:
+            print(lines[-1], flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

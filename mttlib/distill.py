@@ -1,0 +1,913 @@
+"""Dataset distillation by matching training trajectories (MTT, Cazenavette et al. CVPR 2022).
+
+One *iteration* of the method:
+
+1. pick an expert trajectory and a start epoch ``t`` uniformly from ``[0, max_start_epoch)``;
+2. start a student at the expert's parameters ``θ*_t``;
+3. take ``syn_steps`` SGD steps on batches of the synthetic images (after DSA augmentation)
+   with the learnable step size ``syn_lr``: ``θ_{i+1} = θ_i - syn_lr · ∇_θ CE(f(θ_i, x_i), y_i)``;
+4. measure ``||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²`` (``M = expert_epochs``);
+5. differentiate that loss through every student step into the pixels and into ``syn_lr``,
+   and update both by SGD with momentum 0.5.
+
+Step 5 is :func:`meta_gradient`, with two exact strategies:
+
+* ``"unroll"`` -- the paper's: keep the graph of all student steps, one backward. Memory grows
+  linearly with ``syn_steps``.
+* ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
+  step, rebuilding one step's graph at a time and carrying the adjoint
+  ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
+  round-off, memory flat in ``syn_steps``. The augmentation randomness of every step is drawn up
+  front (a *plan* per step) and replayed.
+
+The loop (:class:`Distiller`, :func:`distill`) writes a run folder that survives being killed:
+``config.json``, ``checkpoint.pt`` (everything needed to continue bit for bit), ``distilled.pt``,
+``metrics.jsonl`` and ``snapshots/`` for an animation (:func:`mttlib.viz.distillation_gif`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mttlib.augment import DSA, DSAParams
+from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
+
+if TYPE_CHECKING:  # type hints only: the loop needs nothing from these modules at import time
+    from mttlib.data import ImageData
+    from mttlib.experts import Trajectory
+    from mttlib.models import FunctionalModel
+    from mttlib.presets import Preset
+
+__all__ = [
+    "STRATEGIES",
+    "DistillConfig",
+    "BatchSource",
+    "ImageBatchSource",
+    "class_major_labels",
+    "init_synthetic",
+    "matching_loss",
+    "meta_gradient",
+    "student_trajectory",
+    "ExpertSampler",
+    "Distiller",
+    "DistillResult",
+    "DistillationDiverged",
+    "distill",
+    "load_distilled",
+    "load_snapshots",
+    "estimate_memory",
+    "step_activation_bytes",
+    "cli",
+]
+
+STRATEGIES = ("unroll", "recompute")
+CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
+DISTILLED_FORMAT = "mttlib.distill.distilled/1"
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (see :mod:`mttlib.presets` for the values).
+
+    ``batch_syn=None`` uses every synthetic image in every student step. ``dsa_strategy=None``
+    takes the dataset's (no flips for digits). ``checkpoint_every`` and ``snapshot_every`` are in
+    iterations; the last iteration always writes both.
+    """
+
+    dataset: str
+    ipc: int
+    model: str = "convnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    zca: bool = False
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    batch_syn: int | None = None
+    lr_img: float = 1000.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01
+    iterations: int = 5000
+    init: str = "real"
+    strategy: str = "recompute"
+    dsa: bool = True
+    dsa_strategy: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 100
+    snapshot_every: int = 100
+    preset: str = ""
+
+    # fields that may change when a run is resumed (they do not change what was computed so far)
+    TUNABLE = ("iterations", "lr_img", "lr_lr", "strategy", "checkpoint_every", "snapshot_every", "preset")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value cannot work."""
+        def positive(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+        for name in ("ipc", "syn_steps", "expert_epochs", "max_start_epoch", "iterations",
+                     "checkpoint_every", "snapshot_every"):
+            positive(name)
+        if self.batch_syn is not None:
+            positive("batch_syn")
+        for name in ("lr_img", "lr_lr", "lr_teacher"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if self.init not in ("real", "noise"):
+            raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        """Inverse of :meth:`to_dict` (unknown keys raise a ``ValueError``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown DistillConfig field(s) {unknown}; valid fields: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, preset: Preset, **overrides: Any) -> DistillConfig:
+        """The run configuration of a :class:`mttlib.presets.Preset`, with ``overrides`` applied."""
+        d = dict(dataset=preset.dataset, ipc=preset.ipc, model=preset.model,
+                 model_kwargs=dict(preset.model_kwargs), zca=preset.zca, syn_steps=preset.syn_steps,
+                 expert_epochs=preset.expert_epochs, max_start_epoch=preset.max_start_epoch,
+                 batch_syn=preset.batch_syn, lr_img=preset.lr_img, lr_lr=preset.lr_lr,
+                 lr_teacher=preset.lr_teacher, iterations=preset.iterations, init=preset.init,
+                 checkpoint_every=preset.checkpoint_every, snapshot_every=preset.checkpoint_every,
+                 preset=preset.name)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> DistillConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+# --- synthetic batches -------------------------------------------------------------------------
+
+
+class BatchSource(Protocol):
+    """Where the student's batches come from (normal mode here, texture mode in ``texture``).
+
+    ``plans(num_steps, generator)`` draws all the randomness of one iteration up front (one dict
+    of CPU tensors per student step); ``batch(synthetic, labels, plan)`` is deterministic and
+    differentiable in ``synthetic``, so replaying a plan rebuilds the same batch.
+    """
+
+    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]: ...
+
+    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]: ...
+
+
+class ImageBatchSource:
+    """Normal mode: chunks of ``batch_syn`` images from a fresh permutation, then DSA.
+
+    Each iteration starts a new random permutation of the ``num_images`` synthetic images and
+    hands out consecutive chunks of it; when a permutation is used up the next one starts. With
+    ``batch_syn=None`` (the default) every step uses every image (in a random order, which only
+    matters for DSA parameters).
+    """
+
+    def __init__(self, num_images: int, image_size: int | tuple[int, int], batch_syn: int | None = None,
+                 dsa: DSA | None = None) -> None:
+        if num_images < 1:
+            raise ValueError(f"need at least one synthetic image, got num_images={num_images}")
+        if batch_syn is not None and batch_syn < 1:
+            raise ValueError(f"batch_syn must be positive or None (all images), got {batch_syn}")
+        self.num_images = int(num_images)
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.batch_syn = self.num_images if batch_syn is None else min(int(batch_syn), self.num_images)
+        self.dsa = dsa
+
+    def __repr__(self) -> str:
+        return (f"ImageBatchSource(num_images={self.num_images}, image_size={self.image_size}, "
+                f"batch_syn={self.batch_syn}, dsa={self.dsa!r})")
+
+    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
+        """One plan per student step: ``index`` (int64 ``[B]``) and ``dsa`` (:class:`DSAParams`)."""
+        out: list[dict[str, Any]] = []
+        chunks: list[Tensor] = []
+        for _ in range(num_steps):
+            if not chunks:
+                chunks = list(torch.randperm(self.num_images, generator=generator).split(self.batch_syn))
+            index = chunks.pop(0)
+            dsa = (self.dsa.sample(len(index), self.image_size, generator) if self.dsa is not None
+                   else DSAParams("none"))
+            out.append({"index": index, "dsa": dsa})
+        return out
+
+    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The step's batch ``(x, y)``: the plan's images, augmented; differentiable in ``synthetic``."""
+        if synthetic.shape[0] != self.num_images:
+            raise ValueError(f"this source was made for {self.num_images} images, got {synthetic.shape[0]}")
+        index = plan["index"].to(synthetic.device)
+        x = synthetic.index_select(0, index)
+        if self.dsa is not None:
+            x = self.dsa.apply(x, plan["dsa"])
+        return x, labels.index_select(0, index)
+
+
+# --- initialisation ----------------------------------------------------------------------------
+
+
+def class_major_labels(num_classes: int, ipc: int, device: str | torch.device | None = None) -> Tensor:
+    """``[0]*ipc + [1]*ipc + ...``: the labels of a synthetic set, class by class."""
+    return torch.arange(num_classes, device=device).repeat_interleave(ipc)
+
+
+def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: torch.Generator | None = None,
+                   device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Starting synthetic images and labels ``(images, labels)``, class-major.
+
+    ``init="real"`` picks ``ipc`` distinct random training images of each class (preprocessed:
+    normalised, and ZCA-whitened when the data has ZCA); ``init="noise"`` draws a standard normal
+    in that same preprocessed space.
+    """
+    labels = class_major_labels(data.num_classes, ipc)
+    shape = (data.num_classes * ipc, data.channels, data.image_size, data.image_size)
+    if init == "noise":
+        images = torch.randn(shape, generator=generator)
+    elif init == "real":
+        picks = []
+        train_labels = data.train_labels.cpu()
+        for c in range(data.num_classes):
+            pool = (train_labels == c).nonzero().flatten()
+            if len(pool) < ipc:
+                name = data.classes[c] if c < len(data.classes) else c
+                raise ValueError(f"class {name!r} has only {len(pool)} training images but ipc={ipc}; "
+                                 f"use a smaller ipc or init='noise'")
+            picks.append(pool[torch.randperm(len(pool), generator=generator)[:ipc]])
+        images = data.preprocess(data.train_images[torch.cat(picks)]).float().cpu()
+    else:
+        raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
+    return images.to(device), labels.to(device)
+
+
+# --- the meta-gradient -------------------------------------------------------------------------
+
+
+def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
+    """``||θ - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²``: 1 for a student that did not move."""
+    return (theta - target).square().sum() / (start - target).square().sum()
+
+
+def _step_grad(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
+    loss = F.cross_entropy(fm(theta, x), y)
+    return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+
+
+def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic: Tensor, labels: Tensor,
+                  syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
+                  strategy: str = "recompute") -> tuple[Tensor, Tensor, Tensor]:
+    """The matching loss of one iteration and its gradients ``(loss, grad_images, grad_syn_lr)``.
+
+    The student starts at ``start`` and takes ``len(plans)`` SGD steps with step size ``syn_lr``
+    on ``source.batch(synthetic, labels, plan)``; the loss compares where it ends with
+    ``target``. ``strategy`` is ``"unroll"`` (the paper's full graph, memory linear in the number
+    of steps) or ``"recompute"`` (exact, memory flat in the number of steps). All three results
+    are detached; ``grad_images`` has the shape of ``synthetic`` and ``grad_syn_lr`` is 0-d.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if len(plans) == 0:
+        raise ValueError("need at least one student step (plans is empty)")
+    if start.shape != target.shape or start.dim() != 1 or start.numel() != fm.numel:
+        raise ValueError(f"start and target must be flat parameter vectors of {fm.numel:,} entries, got "
+                         f"shapes {tuple(start.shape)} and {tuple(target.shape)}")
+    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
+    start, target = start.detach(), target.detach()
+    with torch.enable_grad():
+        if strategy == "unroll":
+            return _unroll(fm, start, target, synthetic.detach(), labels, lr, plans, source)
+        return _recompute(fm, start, target, synthetic.detach(), labels, lr, plans, source)
+
+
+def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
+    x = synthetic.requires_grad_(True)
+    lr = lr.clone().requires_grad_(True)
+    theta = start.clone().requires_grad_(True)
+    for plan in plans:
+        xb, yb = source.batch(x, labels, plan)
+        theta = theta - lr * _step_grad(fm, theta, xb, yb, create_graph=True)
+    loss = matching_loss(theta, start, target)
+    grad_x, grad_lr = torch.autograd.grad(loss, [x, lr])
+    return loss.detach(), grad_x, grad_lr
+
+
+def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, labels: Tensor,
+                       syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource) -> list[Tensor]:
+    """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached).
+
+    Plain SGD on ``source.batch(synthetic, labels, plan)`` with step size ``syn_lr``, one step per
+    plan: the forward half of :func:`meta_gradient`, for plotting where a student goes.
+    """
+    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
+    synthetic = synthetic.detach()
+    thetas = [start.detach()]
+    with torch.enable_grad():
+        for plan in plans:
+            xb, yb = source.batch(synthetic, labels, plan)
+            theta = thetas[-1].detach().requires_grad_(True)
+            thetas.append((theta - lr * _step_grad(fm, theta, xb, yb, create_graph=False)).detach())
+    return thetas
+
+
+def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
+    # forward: plain SGD steps, keeping only the parameters after each step
+    thetas = student_trajectory(fm, start, synthetic, labels, lr, plans, source)
+    theta = thetas[-1]
+    diff = theta - target
+    denom = (start - target).square().sum()
+    loss = diff.square().sum() / denom
+    # backward: the adjoint λ_i = ∂loss/∂θ_i, one step's graph at a time
+    lam = diff * (2.0 / denom)
+    x = synthetic.requires_grad_(True)
+    grad_x = torch.zeros_like(synthetic)
+    grad_lr = torch.zeros((), dtype=synthetic.dtype, device=synthetic.device)
+    for i in range(len(plans) - 1, -1, -1):
+        theta = thetas[i].requires_grad_(True)
+        xb, yb = source.batch(x, labels, plans[i])
+        g = _step_grad(fm, theta, xb, yb, create_graph=True)
+        gl = torch.dot(g, lam)
+        h_theta, h_x = torch.autograd.grad(gl, [theta, x])
+        # θ_{i+1} = θ_i - lr g_i(θ_i, x):  ∂/∂lr = -g_i,  ∂/∂x = -lr ∂g_i/∂x,  ∂/∂θ_i = I - lr H_i
+        grad_lr -= gl.detach()
+        grad_x.sub_(h_x, alpha=float(lr))
+        lam = lam - lr * h_theta
+        thetas[i] = None  # free as we go
+    return loss.detach(), grad_x, grad_lr
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+class DistillationDiverged(RuntimeError):
+    """The run produced a non-finite loss or gradient, or a step size ``syn_lr <= 0``."""
+
+
+class ExpertSampler:
+    """Draws ``(expert, start epoch)`` uniformly, from its own seeded generator (checkpointed)."""
+
+    def __init__(self, num_experts: int, max_start_epoch: int, seed: int) -> None:
+        if num_experts < 1 or max_start_epoch < 1:
+            raise ValueError(f"need at least one expert and max_start_epoch >= 1, got {num_experts} and "
+                             f"{max_start_epoch}")
+        self.num_experts, self.max_start_epoch = int(num_experts), int(max_start_epoch)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def sample(self) -> tuple[int, int]:
+        """The next ``(expert index, start epoch)``."""
+        expert = int(torch.randint(self.num_experts, (1,), generator=self.generator))
+        start = int(torch.randint(self.max_start_epoch, (1,), generator=self.generator))
+        return expert, start
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the same sequence of draws."""
+        return {"num_experts": self.num_experts, "max_start_epoch": self.max_start_epoch,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the counts must match)."""
+        if (state["num_experts"], state["max_start_epoch"]) != (self.num_experts, self.max_start_epoch):
+            raise ValueError(f"the checkpoint sampled from {state['num_experts']} experts with max_start_epoch "
+                             f"{state['max_start_epoch']}, this run has {self.num_experts} and "
+                             f"{self.max_start_epoch}; resume with the same experts")
+        self.generator.set_state(state["generator"])
+
+
+def _seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for initialisation, the loop's plans and the expert sampler."""
+    g = torch.Generator().manual_seed(int(seed))
+    return tuple(int(s) for s in torch.randint(2**62, (3,), generator=g))  # type: ignore[return-value]
+
+
+@dataclass
+class Draw:
+    """The randomness of one iteration: which expert, which start epoch, the student's plans."""
+
+    expert: int
+    start_epoch: int
+    plans: list[dict[str, Any]]
+
+
+class Distiller:
+    """The distillation state and one iteration at a time (:meth:`step`); no files.
+
+    ``source`` and ``init`` let other modes reuse the loop: texture mode passes its own batch
+    source and starting canvases ``(images, labels)``; by default the synthetic set is
+    ``config.ipc`` images per class from :func:`init_synthetic` and batches come from
+    :class:`ImageBatchSource` with the dataset's DSA.
+    """
+
+    def __init__(self, config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, *,
+                 device: str | torch.device | None = None, source: BatchSource | None = None,
+                 init: tuple[Tensor, Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
+        from mttlib.models import FunctionalModel, make_model
+
+        config.validate()
+        self.config = config
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        if not experts:
+            raise ValueError("no expert trajectories given: train them first (mttlib.experts.ensure_experts "
+                             "or `python -m mttlib experts`)")
+        self.experts = list(experts)
+        shortest = min(t.epochs for t in self.experts)
+        need = config.max_start_epoch - 1 + config.expert_epochs
+        if need > shortest:
+            raise ValueError(f"max_start_epoch={config.max_start_epoch} with expert_epochs={config.expert_epochs} "
+                             f"needs trajectories of at least {need} epochs, but the shortest expert has "
+                             f"{shortest}: lower max_start_epoch or expert_epochs, or train longer experts")
+        meta_cfg = self.experts[0].meta.get("config", {}) if isinstance(self.experts[0].meta, dict) else {}
+        if "zca" in meta_cfg and bool(meta_cfg["zca"]) != bool(config.zca):
+            raise ValueError(f"the experts were trained with zca={meta_cfg['zca']} but this run has "
+                             f"zca={config.zca}: the synthetic images must live in the experts' space. "
+                             f"Use experts trained with zca={config.zca} or set zca={meta_cfg['zca']}")
+        if bool(config.zca) != (getattr(data, "zca", None) is not None):
+            raise ValueError(f"config.zca={config.zca} but the data {'has' if data.zca is not None else 'has no'} "
+                             f"ZCA: load it with load_dataset(name, zca={config.zca})")
+        model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
+        model = model.to(self.device)
+        for traj in self.experts:
+            traj.check_model(model)
+        self.fm = FunctionalModel(model)
+
+        init_seed, loop_seed, sampler_seed = _seeds(config.seed)
+        if init is None:
+            images, labels = init_synthetic(data, config.ipc, config.init,
+                                            torch.Generator().manual_seed(init_seed))
+        else:
+            images, labels = init
+        self.images = images.detach().to(self.device, dtype).clone().requires_grad_(True)
+        self.labels = labels.detach().to(self.device, torch.long).clone()
+        if source is None:
+            dsa = (DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None)
+            source = ImageBatchSource(self.images.shape[0], tuple(self.images.shape[-2:]), config.batch_syn, dsa)
+        self.source = source
+        self.syn_lr = torch.tensor(float(config.lr_teacher), device=self.device, dtype=dtype, requires_grad=True)
+        self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=0.5)
+        self.generator = torch.Generator().manual_seed(loop_seed)
+        self.sampler = ExpertSampler(len(self.experts), config.max_start_epoch, sampler_seed)
+        self.iteration = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.last_jump = 0.0  # relative size of the last pixel update, for diagnosing divergence
+
+    def _likely_cause(self) -> str:
+        lr_img, lr_lr = f"lr_img={self.config.lr_img:g}", f"lr_lr={self.config.lr_lr:g}"
+        if self.last_jump > 0.5:
+            jump = f"{100 * self.last_jump:.0f}%" if math.isfinite(self.last_jump) else "more than float32 holds"
+            return (f"Most likely {lr_img} is too high for this preset (try 10x lower): the last update "
+                    f"changed the pixels by {jump} of their norm. If lowering it does not "
+                    f"help, lower {lr_lr} (the step size's learning rate).")
+        return (f"Most likely {lr_lr} (the step size's learning rate) is too high (try 10x lower), or "
+                f"{lr_img} is too high for this preset.")
+
+    def draw(self) -> Draw:
+        """The randomness of the next iteration (advances the sampler and the loop generator)."""
+        expert, start = self.sampler.sample()
+        return Draw(expert, start, self.source.plans(self.config.syn_steps, self.generator))
+
+    def segment(self, draw: Draw) -> tuple[Tensor, Tensor]:
+        """``(start, target)`` parameters of a draw, on the run's device and dtype."""
+        traj = self.experts[draw.expert]
+        start = traj[draw.start_epoch].to(self.device, self.dtype)
+        target = traj[draw.start_epoch + self.config.expert_epochs].to(self.device, self.dtype)
+        return start, target
+
+    def step(self) -> dict[str, Any]:
+        """One iteration: draw, meta-gradient, SGD update of pixels and ``syn_lr``; returns its metrics.
+
+        Raises :class:`DistillationDiverged` (and leaves the state as it was before the update
+        when the loss or a gradient is not finite).
+        """
+        began = time.perf_counter()
+        draw = self.draw()
+        start, target = self.segment(draw)
+        loss, grad_images, grad_lr = meta_gradient(self.fm, start, target, self.images, self.labels, self.syn_lr,
+                                                   draw.plans, self.source, self.config.strategy)
+        lr_used = float(self.syn_lr.detach())
+        if not (torch.isfinite(loss) and torch.isfinite(grad_lr) and torch.isfinite(grad_images).all()):
+            what = "loss" if not torch.isfinite(loss) else "gradient"
+            raise DistillationDiverged(
+                f"the matching {what} is not finite at iteration {self.iteration} (loss {float(loss):.4g}, "
+                f"syn_lr {lr_used:.4g}). {self._likely_cause()}")
+        before = self.images.detach().clone()
+        self.images.grad = grad_images
+        self.syn_lr.grad = grad_lr.reshape(())
+        self.opt_img.step()
+        self.opt_lr.step()
+        self.images.grad = self.syn_lr.grad = None
+        with torch.no_grad():
+            self.last_jump = float((self.images - before).norm() / before.norm().clamp_min(1e-12))
+        if not torch.isfinite(self.images).all():
+            raise DistillationDiverged(
+                f"the synthetic pixels became non-finite at iteration {self.iteration}: lr_img="
+                f"{self.config.lr_img:g} is too high for this preset (try 10x lower).")
+        if not float(self.syn_lr.detach()) > 0:
+            raise DistillationDiverged(
+                f"the learned step size syn_lr became {float(self.syn_lr.detach()):.4g} (<= 0) at iteration "
+                f"{self.iteration}: a student cannot train with it. {self._likely_cause()}")
+        record = {"iteration": self.iteration, "loss": float(loss), "syn_lr": lr_used,
+                  "start_epoch": draw.start_epoch, "expert": draw.expert,
+                  "seconds": time.perf_counter() - began}
+        self.iteration += 1
+        self.metrics.append(record)
+        return record
+
+    # --- state ---
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit for bit (tensors on the CPU, plain values)."""
+        cuda = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "images": self.images.detach().cpu().clone(),
+            "labels": self.labels.cpu().clone(),
+            "syn_lr": self.syn_lr.detach().cpu().clone(),
+            "opt_img": _to_cpu(self.opt_img.state_dict()),
+            "opt_lr": _to_cpu(self.opt_lr.state_dict()),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda, "loop": self.generator.get_state()},
+            "sampler": self.sampler.state_dict(),
+            "metrics": [dict(m) for m in self.metrics],
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; the learning rates of ``self.config`` win."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CorruptFileError(f"not a distillation checkpoint (format {state.get('format')!r}, expected "
+                                   f"{CHECKPOINT_FORMAT!r})")
+        if tuple(state["images"].shape) != tuple(self.images.shape):
+            raise ValueError(f"the checkpoint holds images of shape {tuple(state['images'].shape)}, this run "
+                             f"makes {tuple(self.images.shape)}; resume with the same dataset, ipc and mode")
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device, self.dtype))
+            self.syn_lr.copy_(state["syn_lr"].to(self.device, self.dtype))
+        self.labels = state["labels"].to(self.device)
+        self.opt_img.load_state_dict(state["opt_img"])
+        self.opt_lr.load_state_dict(state["opt_lr"])
+        for opt, lr in ((self.opt_img, self.config.lr_img), (self.opt_lr, self.config.lr_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.generator.set_state(state["rng"]["loop"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.iteration = int(state["iteration"])
+        self.metrics = [dict(m) for m in state["metrics"]]
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+# --- the run folder ----------------------------------------------------------------------------
+
+
+@dataclass
+class DistillResult:
+    """What a run produced: the synthetic set, its learned step size, metrics and the folder."""
+
+    images: Tensor
+    labels: Tensor
+    syn_lr: float
+    metrics: list[dict[str, Any]]
+    config: DistillConfig
+    out_dir: Path | None = None
+
+
+def _versions() -> dict[str, str]:
+    import mttlib
+
+    return {"mttlib": mttlib.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _distilled(distiller: Distiller) -> dict[str, Any]:
+    return {"format": DISTILLED_FORMAT, "images": distiller.images.detach().cpu().clone(),
+            "labels": distiller.labels.cpu().clone(), "syn_lr": float(distiller.syn_lr.detach()),
+            "iteration": distiller.iteration, "config": distiller.config.to_dict()}
+
+
+def _snapshot(distiller: Distiller, out: Path) -> None:
+    # half precision halves the files of an animation; it is for display, not for resuming
+    atomic_save({"iteration": distiller.iteration, "images": distiller.images.detach().cpu().half(),
+                 "labels": distiller.labels.cpu(), "syn_lr": float(distiller.syn_lr.detach())},
+                out / "snapshots" / f"iter_{distiller.iteration:06d}.pt")
+
+
+def _check_resumable(saved: dict[str, Any], config: DistillConfig, path: Path) -> None:
+    now = config.to_dict()
+    differ = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+              if k not in DistillConfig.TUNABLE and saved.get(k) != now[k]]
+    if differ:
+        raise ValueError(f"cannot resume {path}: the run was made with a different configuration "
+                         f"({'; '.join(differ)}). Resume with the same settings (only "
+                         f"{', '.join(DistillConfig.TUNABLE)} may change), or start a new run in another folder.")
+
+
+def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, out_dir: str | Path | None, *,
+            device: str | torch.device | None = None, resume: bool = False, progress: bool = True,
+            source: BatchSource | None = None, init: tuple[Tensor, Tensor] | None = None,
+            callback: Callable[[dict[str, Any]], None] | None = None, extra_config: dict | None = None,
+            ) -> DistillResult:
+    """Run (or continue) a distillation, writing the run folder ``out_dir``.
+
+    The folder gets ``config.json`` (config, data, experts, versions), ``metrics.jsonl`` (one
+    line per iteration), ``checkpoint.pt`` and ``distilled.pt`` every ``config.checkpoint_every``
+    iterations and at the end, and ``snapshots/iter_NNNNNN.pt`` every ``config.snapshot_every``.
+    All files are written atomically. ``resume=True`` continues from ``checkpoint.pt`` and ends
+    with the same result as an uninterrupted run (bit for bit on the CPU); without it an existing
+    checkpoint is an error, so no run is overwritten by accident. ``out_dir=None`` writes nothing.
+
+    A non-finite loss or ``syn_lr <= 0`` raises :class:`DistillationDiverged`; the last
+    checkpoint (all good states) is kept. ``callback(metrics)`` is called after every iteration
+    (and after its files are written). ``source``/``init``: see :class:`Distiller`.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    distiller = Distiller(config, experts, data, device=device, source=source, init=init)
+    ckpt = out / "checkpoint.pt" if out is not None else None
+    if out is not None:
+        if ckpt.exists() and not resume:
+            raise FileExistsError(f"{out} already holds a distillation run (checkpoint.pt). Pass resume=True "
+                                  f"(--resume) to continue it, or choose another output folder.")
+        resumed = False
+        if resume and ckpt.exists():
+            state = safe_load(ckpt)
+            _check_resumable(state["config"], config, ckpt)
+            distiller.load_state_dict(state)
+            resumed = True
+        record = {"config": config.to_dict(), "data": data.describe() if hasattr(data, "describe") else None,
+                  "experts": {"count": len(experts), "epochs": [t.epochs for t in experts],
+                              "config": experts[0].meta.get("config") if isinstance(experts[0].meta, dict) else None},
+                  "seeds": dict(zip(("init", "loop", "sampler"), _seeds(config.seed)), seed=config.seed),
+                  "device": str(distiller.device), "strategy": config.strategy, "versions": _versions(),
+                  "batch_source": repr(distiller.source), **(extra_config or {})}
+        if resumed:
+            record["resumed_from_iteration"] = distiller.iteration
+        atomic_write_json(record, out / "config.json")
+        # metrics.jsonl holds exactly the iterations of the state we continue from
+        atomic_write_text("".join(json.dumps(m) + "\n" for m in distiller.metrics), out / "metrics.jsonl")
+        if distiller.iteration == 0:
+            _snapshot(distiller, out)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distill", unit="it",
+                   dynamic_ncols=True)
+    try:
+        while distiller.iteration < config.iterations:
+            try:
+                m = distiller.step()
+            except DistillationDiverged as err:
+                where = (f" The last good checkpoint ({ckpt}, iteration {_ckpt_iteration(ckpt)}) is kept: lower the "
+                         f"learning rate and continue it with resume=True (--resume)." if ckpt is not None and
+                         ckpt.exists() else "")
+                raise DistillationDiverged(f"{err}{where}") from None
+            it = distiller.iteration
+            if out is not None:
+                with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(m) + "\n")
+                if it % config.snapshot_every == 0 or it == config.iterations:
+                    _snapshot(distiller, out)
+                if it % config.checkpoint_every == 0 or it == config.iterations:
+                    atomic_save(distiller.state_dict(), ckpt)
+                    atomic_save(_distilled(distiller), out / "distilled.pt")
+            if bar is not None:
+                bar.set_postfix(loss=f"{m['loss']:.4f}", syn_lr=f"{float(distiller.syn_lr.detach()):.4g}",
+                                s_it=f"{m['seconds']:.2f}", refresh=False)
+                bar.update(1)
+            if callback is not None:
+                callback(m)
+    finally:
+        if bar is not None:
+            bar.close()
+    return DistillResult(images=distiller.images.detach().clone(), labels=distiller.labels.clone(),
+                         syn_lr=float(distiller.syn_lr.detach()), metrics=list(distiller.metrics), config=config,
+                         out_dir=out)
+
+
+def _ckpt_iteration(path: Path) -> int | str:
+    try:
+        return int(safe_load(path)["iteration"])
+    except Exception:  # the message is informative either way
+        return "?"
+
+
+def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read ``distilled.pt`` (a path, or a run folder): ``images``, ``labels``, ``syn_lr``, ``config``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "distilled.pt"
+    d = safe_load(path, map_location=device)
+    if not isinstance(d, dict) or not {"images", "labels", "syn_lr"} <= set(d):
+        raise CorruptFileError(f"{path} is not a distilled set (needs images, labels, syn_lr); distilled sets are "
+                               f"written by mttlib.distill.distill or `python -m mttlib distill`")
+    return d
+
+
+def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
+    """The run's image snapshots ``[(iteration, images float32), ...]`` in iteration order."""
+    folder = Path(run_dir)
+    folder = folder / "snapshots" if (folder / "snapshots").is_dir() else folder
+    files = sorted(folder.glob("iter_*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no snapshots (iter_NNNNNN.pt) in {folder}; a distillation run writes them "
+                                f"every snapshot_every iterations")
+    out = []
+    for f in files:
+        d = safe_load(f)
+        out.append((int(d["iteration"]), d["images"].float()))
+    return out
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[int]) -> int:
+    """Bytes autograd keeps for one student step on ``batch`` images (measured, not guessed).
+
+    Runs one forward and one ``create_graph`` backward (what a differentiable student step
+    records) at batch sizes 1 and 2 on ``model``'s device, counts the distinct storages autograd
+    saves for later (through saved-tensor hooks) and extrapolates linearly to ``batch``.
+    """
+    from mttlib.models import FunctionalModel
+
+    fm = FunctionalModel(model)
+    param = next(model.parameters())
+    sizes = []
+    for n in (1, 2):
+        seen: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        theta = fm.flatten().to(param.device).requires_grad_(True)
+        x = torch.zeros(n, *image_shape, device=param.device, requires_grad=True)
+        y = torch.zeros(n, dtype=torch.long, device=param.device)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            g = _step_grad(fm, theta, x, y, create_graph=True)
+            _ = theta - 0.01 * g
+        sizes.append(sum(seen.values()))
+    per_image = max(sizes[1] - sizes[0], 0)
+    return int(sizes[0] + per_image * (batch - 1))
+
+
+# Transient memory of the backward pass (gradient buffers of the double backward), in units of
+# one step's saved activations; measured on ConvNet (CIFAR-10 shape), see benchmarks/bench_distill.py.
+_BACKWARD_FACTOR = {"unroll": 1.5, "recompute": 2.5}
+
+
+def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int, strategy: str, *,
+                    num_images: int | None = None) -> int:
+    """Estimated peak bytes of one distillation iteration beyond the Python/PyTorch baseline.
+
+    Based on :func:`step_activation_bytes` (measured once per call): ``unroll`` keeps every
+    step's graph, ``(syn_steps + 1.5) × step``; ``recompute`` keeps one step's graph and the
+    parameters after every step, ``2.5 × step + (syn_steps + 2) × parameters``. Both add the
+    synthetic images three times (values, gradient, momentum). ``batch`` is the images per
+    student step (``batch_syn``, or the whole set).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    step = step_activation_bytes(model, batch, image_shape)
+    param_bytes = 4 * sum(p.numel() for p in model.parameters())
+    images = 3 * 4 * (num_images or batch) * math.prod(image_shape)
+    if strategy == "unroll":
+        return int((syn_steps + _BACKWARD_FACTOR["unroll"]) * step + 2 * param_bytes + images)
+    return int(_BACKWARD_FACTOR["recompute"] * step + (syn_steps + 2) * param_bytes + images)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
+             "iterations", "init", "strategy", "seed", "checkpoint_every", "snapshot_every")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m mttlib distill``: distill a dataset from trained experts into a run folder."""
+    from mttlib.presets import SIZES, get_preset
+
+    p = argparse.ArgumentParser(prog="python -m mttlib distill",
+                                description="Distill a synthetic set by matching expert training trajectories.")
+    p.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini)")
+    p.add_argument("--ipc", type=int, default=1, help="synthetic images per class (default 1)")
+    p.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
+    p.add_argument("--experts", default=None, help="experts folder (default: the preset's under the runs folder)")
+    p.add_argument("--out", default=None, help="run folder (default <runs>/distill/<dataset>-ipc<N>-<preset>)")
+    p.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
+    p.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=None, help="meta-gradient strategy (default recompute)")
+    p.add_argument("--iterations", type=int, default=None, help="distillation iterations")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--gif", action="store_true", help="write distillation.gif from the snapshots at the end")
+    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
+                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
+                      ("checkpoint-every", int), ("snapshot-every", int)):
+        p.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
+    p.add_argument("--init", choices=("real", "noise"), default=None, help="override the preset's init")
+    args = p.parse_args(argv)
+
+    from mttlib.data import load_dataset
+    from mttlib.experts import ExpertConfig, expert_dir, load_experts
+    from mttlib.models import make_model
+    from mttlib.paths import runs_dir
+
+    try:
+        preset = get_preset(args.dataset, args.ipc, args.preset)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    try:
+        config = DistillConfig.from_preset(preset, **_overrides(args))
+    except ValueError as err:
+        p.error(str(err))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_dataset(args.dataset, args.data_root, zca=config.zca)
+    config = config.replace(dataset=data.name)
+    experts_path = Path(args.experts) if args.experts else expert_dir(
+        args.runs, ExpertConfig.from_preset(preset, dataset=data.name))
+    out = Path(args.out) if args.out else runs_dir(args.runs) / "distill" / (
+        f"{data.name}-ipc{args.ipc}-{args.preset}".replace(":", "_").replace("/", "_"))
+    try:
+        experts = load_experts(experts_path)
+    except FileNotFoundError as err:
+        print(f"error: {err}\nTrain them first, e.g. `python -m mttlib experts --dataset {args.dataset} ...`.",
+              file=sys.stderr)
+        return 2
+
+    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
+    model = model.to(device)
+    n_images = data.num_classes * config.ipc
+    batch = min(config.batch_syn or n_images, n_images)
+    shape = (data.channels, data.image_size, data.image_size)
+    print(f"distilling {args.dataset} at ipc {config.ipc} ({preset.name}) from {len(experts)} experts in "
+          f"{experts_path} into {out} on {device}")
+    print("estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):")
+    for strategy in STRATEGIES:
+        est = estimate_memory(model, batch, shape, config.syn_steps, strategy, num_images=n_images)
+        mark = "  <- this run" if strategy == config.strategy else ""
+        print(f"  {strategy:<9} {est / 2**30:7.2f} GiB{mark}")
+    try:
+        result = distill(config, experts, data, out, device=device, resume=args.resume,
+                         progress=not args.no_progress)
+    except (DistillationDiverged, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {len(result.images)} images, learned syn_lr {result.syn_lr:.5g}, final loss "
+          f"{result.metrics[-1]['loss']:.4f}; distilled set in {out / 'distilled.pt'}")
+    if args.gif:
+        from mttlib.viz import distillation_gif
+
+        path = distillation_gif(out, data, out / "distillation.gif")
+        print(f"animation: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
