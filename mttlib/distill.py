@@ -793,20 +793,23 @@ def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[in
     return int(sizes[0] + per_image * (batch - 1))
 
 
-# Transient memory of the backward pass (gradient buffers of the double backward), in units of
-# one step's saved activations; measured on ConvNet (CIFAR-10 shape), see benchmarks/bench_distill.py.
-_BACKWARD_FACTOR = {"unroll": 1.5, "recompute": 2.5}
+# Calibration against measured peaks (benchmarks/bench_distill.py: ConvNet, CIFAR-10 shape, CPU):
+# an unrolled step costs about 1.2x the bytes autograd saves for it (buffers that live alongside),
+# and the backward pass adds about one step more; recompute holds one step's graph plus the
+# gradient buffers of its double backward, about 2.5 steps.
+_UNROLL_PER_STEP, _UNROLL_EXTRA, _RECOMPUTE_STEPS = 1.2, 1.0, 2.5
 
 
 def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int, strategy: str, *,
                     num_images: int | None = None) -> int:
     """Estimated peak bytes of one distillation iteration beyond the Python/PyTorch baseline.
 
-    Based on :func:`step_activation_bytes` (measured once per call): ``unroll`` keeps every
-    step's graph, ``(syn_steps + 1.5) × step``; ``recompute`` keeps one step's graph and the
-    parameters after every step, ``2.5 × step + (syn_steps + 2) × parameters``. Both add the
-    synthetic images three times (values, gradient, momentum). ``batch`` is the images per
-    student step (``batch_syn``, or the whole set).
+    Based on :func:`step_activation_bytes` (measured on ``model`` at each call), calibrated on
+    measured peaks: ``unroll`` keeps every step's graph, ``(1.2 syn_steps + 1) x step``;
+    ``recompute`` keeps one step's graph and the parameters after every step,
+    ``2.5 x step + (syn_steps + 2) x parameters``. Both add the synthetic images three times
+    (values, gradient, momentum). ``batch`` is the images per student step (``batch_syn``, or
+    the whole set); ``num_images`` the size of the set (default ``batch``).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -814,8 +817,8 @@ def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], sy
     param_bytes = 4 * sum(p.numel() for p in model.parameters())
     images = 3 * 4 * (num_images or batch) * math.prod(image_shape)
     if strategy == "unroll":
-        return int((syn_steps + _BACKWARD_FACTOR["unroll"]) * step + 2 * param_bytes + images)
-    return int(_BACKWARD_FACTOR["recompute"] * step + (syn_steps + 2) * param_bytes + images)
+        return int((_UNROLL_PER_STEP * syn_steps + _UNROLL_EXTRA) * step + 2 * param_bytes + images)
+    return int(_RECOMPUTE_STEPS * step + (syn_steps + 2) * param_bytes + images)
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ Names (for :func:`mttlib.data.load_dataset`)
 ``tiny-imagenet``
     Tiny ImageNet (200 classes, 64x64, 500 train and 50 val images per class) from the folder
     as it is distributed; ``tiny-imagenet:per_class=N`` keeps N train images per class.
+``cifar10-mini@<size>``
+    an offline **stand-in** for an ImageNet subset, not ImageNet: the kit's embedded CIFAR-10
+    images (32 px) upsampled bilinearly to ``size`` px (128 for the subsets), with CIFAR-10's
+    ten class names. It lets the 128 px pipeline (ConvNetD5, experts, distillation) run where
+    ImageNet is not on disk; its accuracies say nothing about ImageNet. Options as for the
+    subsets: ``cifar10-mini@128:per_class=50,test_per_class=20`` (first N train / test images
+    of each class). The dataset's name carries the words ``(stand-in for an ImageNet subset)``
+    and can be loaded again as it is. See :func:`standin_subset` and
+    :func:`load_subset_or_standin` (the real subset when it is found, else the stand-in).
 
 Where the data goes
 -------------------
@@ -83,10 +92,12 @@ from mttlib.io import CorruptFileError, atomic_save, safe_load
 from mttlib.paths import data_root
 
 __all__ = [
-    "IMAGENET_SUBSETS", "RESIZE_MODES", "IMAGENET_MEAN", "IMAGENET_STD", "TINY_MEAN", "TINY_STD",
+    "IMAGENET_SUBSETS", "MTT_PAPER_ACCURACY", "RESIZE_MODES", "IMAGENET_MEAN", "IMAGENET_STD", "TINY_MEAN", "TINY_STD",
     "ImageNetData", "SubsetClass", "imagenet_wnids", "imagenet_class_names", "wnid_index",
     "subset_classes", "imagenet_path", "tiny_imagenet_path", "resize_image", "parse_imagenet_name",
     "load_imagenet_subset", "load_tiny_imagenet", "prepare_imagenet",
+    "STANDIN_SOURCE", "STANDIN_NOTE", "standin_name", "parse_standin_name", "standin_subset", "is_standin",
+    "find_imagenet", "load_subset_or_standin",
 ]
 
 #: The sorted ILSVRC-2012 wnids, one a line: line ``i`` (from 0) is class index ``i``.
@@ -109,6 +120,20 @@ IMAGENET_SUBSETS: dict[str, tuple[int, ...]] = {
     "imagefruit": (953, 954, 949, 950, 951, 957, 952, 945, 943, 948),
     "imageyellow": (309, 986, 954, 951, 987, 779, 599, 291, 72, 11),
     "imageblub": (392, 393, 33, 397, 6, 107, 327, 390, 108, 122),
+}
+
+#: MTT's own results on the subsets: test accuracy in percent, ``(mean, std)`` over networks
+#: trained from scratch on the distilled set, per ipc (1 and 10), 128x128 images, ConvNetD5.
+#: From the table of ImageNet-subset results in Cazenavette et al., *Dataset Distillation by
+#: Matching Training Trajectories* (CVPR 2022); later papers quote the same ImageNette values.
+#: ImageBlub is not in that table (the authors show its distilled images only), so it has no entry.
+MTT_PAPER_ACCURACY: dict[str, dict[int, tuple[float, float]]] = {
+    "imagenette": {1: (47.7, 0.9), 10: (63.0, 1.3)},
+    "imagewoof": {1: (28.6, 0.8), 10: (35.8, 1.8)},
+    "imagefruit": {1: (26.6, 0.8), 10: (40.3, 1.3)},
+    "imageyellow": {1: (45.2, 0.8), 10: (60.0, 1.5)},
+    "imagemeow": {1: (30.7, 1.6), 10: (40.4, 2.2)},
+    "imagesquawk": {1: (39.4, 1.5), 10: (52.3, 1.0)},
 }
 
 #: How an image of any shape becomes ``size`` x ``size``.
@@ -704,6 +729,149 @@ def load_tiny_imagenet(path: str | Path | None = None, *, per_class: int | None 
 
 
 # ------------------------------------------------------------------------------------------
+# An offline stand-in: the embedded CIFAR-10 images upsampled to ImageNet-subset size
+# ------------------------------------------------------------------------------------------
+
+#: The embedded dataset the stand-in is made from.
+STANDIN_SOURCE = "cifar10-mini"
+#: The words every stand-in's name ends with, so no figure or run folder passes it off as ImageNet.
+STANDIN_NOTE = "stand-in for an ImageNet subset"
+_STANDIN_NAME = re.compile(r"^\s*cifar10[-_]?mini@(\d+)\s*(?::\s*([^()]*?))?\s*(?:\(.*\))?\s*$", re.IGNORECASE)
+_STANDIN_MIN_SIZE = 32
+_STANDIN_CHUNK = 256  # images upsampled at a time: bounds the float copy (256 x 3 x 128 x 128 x 4 B = 50 MB)
+
+
+def standin_name(image_size: int = IMAGE_SIZE, per_class: int | None = None,
+                 test_per_class: int | None = None) -> str:
+    """The registry name of a stand-in, e.g. ``'cifar10-mini@128:per_class=50 (stand-in for an ImageNet subset)'``."""
+    options = [f"per_class={per_class}"] * (per_class is not None)
+    options += [f"test_per_class={test_per_class}"] * (test_per_class is not None)
+    return f"{STANDIN_SOURCE}@{image_size}" + (":" + ",".join(options) if options else "") + f" ({STANDIN_NOTE})"
+
+
+def parse_standin_name(name: str) -> dict[str, Any]:
+    """Read ``cifar10-mini@<size>[:per_class=N,test_per_class=M][ (note)]``.
+
+    Returns ``{"size", "per_class", "test_per_class"}`` (None where not given); a trailing note
+    in parentheses, as in the names :func:`standin_name` makes, is ignored.
+    """
+    match = _STANDIN_NAME.match(name)
+    if match is None:
+        raise ValueError(f"cannot read {name!r} as a stand-in name; write 'cifar10-mini@<size>' with an optional "
+                         "':per_class=N,test_per_class=M', e.g. 'cifar10-mini@128:per_class=50'.")
+    parsed: dict[str, Any] = {"size": int(match.group(1)), "per_class": None, "test_per_class": None}
+    for option in filter(None, (o.strip() for o in (match.group(2) or "").split(","))):
+        key, eq, value = (p.strip() for p in option.partition("="))
+        key = key.lower().replace("-", "_")
+        if not eq or key not in ("per_class", "test_per_class") or not value.isdigit():
+            raise ValueError(f"cannot read option {option!r} of {name!r}; the stand-in's options are per_class=N and "
+                             "test_per_class=N, e.g. 'cifar10-mini@128:per_class=50,test_per_class=20'.")
+        parsed[key] = int(value)
+    _check_standin(parsed["size"], parsed["per_class"], parsed["test_per_class"])
+    return parsed
+
+
+def _check_standin(image_size: int, per_class: int | None, test_per_class: int | None) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < _STANDIN_MIN_SIZE:
+        raise ValueError(f"the stand-in upsamples 32 px CIFAR images, so its size must be an integer of at least "
+                         f"{_STANDIN_MIN_SIZE} px, got {image_size!r}; for 32 px use '{STANDIN_SOURCE}' itself.")
+    _check_per_class(per_class)
+    if test_per_class is not None:
+        try:
+            _check_per_class(test_per_class)
+        except ValueError:
+            raise ValueError(f"test_per_class must be a positive integer or None, got {test_per_class!r}.") from None
+
+
+def _first_per_class(labels: Tensor, num_classes: int, n: int | None) -> Tensor:
+    """Indices of the first ``n`` images of each class (all when ``n`` is None), class by class."""
+    picks = [(labels == c).nonzero().flatten()[:n] for c in range(num_classes)]
+    return torch.cat(picks)
+
+
+def _upsample(images: Tensor, size: int) -> Tensor:
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for start in range(0, images.shape[0], _STANDIN_CHUNK):
+        # the 'paper' resize is plain bilinear (half-pixel centres), rounded to uint8
+        out[start:start + _STANDIN_CHUNK] = resize_image(images[start:start + _STANDIN_CHUNK], size, "paper")
+    return out
+
+
+def standin_subset(image_size: int = IMAGE_SIZE, per_class: int | None = None, root: str | Path | None = None, *,
+                   test_per_class: int | None = None) -> ImageNetData:
+    """An offline stand-in for an ImageNet subset: the embedded CIFAR-10 images upsampled to ``image_size``.
+
+    Ten classes, like the subsets, but they are CIFAR-10's (airplane ... truck) and the pictures
+    are 32 px photos stretched bilinearly to ``image_size`` px (128 by default), so they look
+    blurred. Use it to run the 128 px pipeline offline; its accuracies say nothing about ImageNet.
+
+    Args:
+        image_size: side in pixels (at least 32).
+        per_class: keep the first ``per_class`` train images of each class (sorted file names);
+            None keeps all 500.
+        root: data root handed to :func:`mttlib.data.load_dataset` (the embedded data ships
+            with the kit, so it is rarely needed).
+        test_per_class: keep the first ``test_per_class`` test images of each class (None: all 100).
+
+    Returns:
+        An :class:`ImageNetData` named by :func:`standin_name`, normalised with the embedded
+        dataset's per-channel mean and std (bilinear upsampling leaves the mean unchanged), with
+        ``source["standin"] = True``.
+    """
+    from mttlib.data import load_dataset
+
+    _check_standin(image_size, per_class, test_per_class)
+    base = load_dataset(STANDIN_SOURCE, root)
+    tensors = {}
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        labels = getattr(base, f"{split}_labels")
+        index = _first_per_class(labels, base.num_classes, n)
+        tensors[f"{split}_images"] = _upsample(getattr(base, f"{split}_images")[index], image_size)
+        tensors[f"{split}_labels"] = labels[index].clone()
+    source = {"dataset": STANDIN_SOURCE, "standin": True, "standin_for": "an ImageNet subset",
+              "resize": "bilinear upsampling, no antialiasing, rounded to uint8",
+              "source_size": base.image_size, "image_size": image_size, "train_per_class": per_class,
+              "test_per_class": test_per_class,
+              "note": "CIFAR-10 photos and class names, not ImageNet; normalised with cifar10-mini's statistics"}
+    return ImageNetData(name=standin_name(image_size, per_class, test_per_class), classes=list(base.classes),
+                        mean=base.mean, std=base.std, source=source, **tensors)
+
+
+def is_standin(data: ImageData) -> bool:
+    """True when ``data`` is the offline stand-in rather than real ImageNet images."""
+    return bool(getattr(data, "source", {}).get("standin", False))
+
+
+def find_imagenet(root: str | Path | None = None) -> Path | None:
+    """The ImageNet tree (the folder holding ``train/``) under ``$MTT_IMAGENET`` or ``<root>/imagenet``, or None."""
+    base = imagenet_path(root)
+    try:
+        return _find_tree(base)
+    except FileNotFoundError:
+        return None
+
+
+def load_subset_or_standin(subset: str, root: str | Path | None = None, *, per_class: int | None = None,
+                           test_per_class: int | None = None, image_size: int = IMAGE_SIZE,
+                           progress: bool = True) -> ImageNetData:
+    """The paper subset ``subset`` when an ImageNet tree is found, else the offline stand-in.
+
+    With a tree (see :func:`find_imagenet`) this is what ``load_dataset('imagenet:<subset>:...')``
+    returns, with ``per_class`` train images per class (the val split is kept whole: ``test_per_class``
+    applies to the stand-in only); a tree that is there but incomplete raises its error rather
+    than falling back. Without one it is :func:`standin_subset`. :func:`is_standin` tells which.
+    """
+    _subset_indices(subset)
+    if find_imagenet(root) is None:
+        return standin_subset(image_size, per_class, root, test_per_class=test_per_class)
+    # the same call as load_dataset('imagenet:<subset>:...', root), with the progress bar under our control
+    data = load_imagenet_subset(subset, imagenet_path(root), image_size=image_size, per_class=per_class,
+                                cache_dir=data_root(root) / ".cache", progress=progress)
+    data.source = {**data.source, "standin": False}
+    return data
+
+
+# ------------------------------------------------------------------------------------------
 # Registry entries for mttlib.data.load_dataset
 # ------------------------------------------------------------------------------------------
 
@@ -735,3 +903,9 @@ def _load_tiny(name: str, root: Path, *, download: bool = False) -> ImageNetData
 def _load_tiny_options(name: str, root: Path, *, download: bool = False) -> ImageNetData:
     return load_tiny_imagenet(tiny_imagenet_path(root), per_class=_tiny_per_class(name), cache_dir=root / ".cache",
                               name=name.strip(), download=download)
+
+
+@register_dataset("cifar10-mini@", prefix=True)
+def _load_standin(name: str, root: Path, *, download: bool = False) -> ImageNetData:
+    options = parse_standin_name(name)
+    return standin_subset(options["size"], options["per_class"], root, test_per_class=options["test_per_class"])

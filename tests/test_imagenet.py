@@ -337,3 +337,81 @@ def test_tiny_imagenet_errors_name_the_problem(tmp_path):
     (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99999999\t0\t0\t1\t1\n")
     with pytest.raises(Exception, match="val_annotations.txt"):
         inet.load_tiny_imagenet(tmp_path / "tiny-imagenet-200", cache=False, progress=False)
+
+
+# ------------------------------------------------------------------------------------------
+# the offline stand-in
+
+
+def _bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize [C, H, W] -> [C, size, size] with half-pixel centres, written out by hand."""
+    def axis(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, None)
+        lo = np.minimum(np.floor(x).astype(int), n_in - 1)
+        return lo, np.minimum(lo + 1, n_in - 1), x - lo
+
+    ly, hy, fy = axis(image.shape[1])
+    lx, hx, fx = axis(image.shape[2])
+    rows = image[:, ly, :] * (1 - fy)[None, :, None] + image[:, hy, :] * fy[None, :, None]
+    return rows[:, :, lx] * (1 - fx) + rows[:, :, hx] * fx
+
+
+def test_standin_is_the_embedded_cifar_upsampled_and_says_so():
+    data = inet.standin_subset(128, per_class=2, test_per_class=1)
+    cifar_classes = sorted(d.name for d in CIFAR.iterdir() if d.is_dir())
+    assert data.classes == cifar_classes  # CIFAR's names, never ImageNet's
+    assert "stand-in for an ImageNet subset" in data.name and data.name.startswith("cifar10-mini@128")
+    assert inet.is_standin(data) and data.describe()["source"]["standin"] is True
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (20, 3, 128, 128)
+    assert data.test_images.shape == (10, 3, 128, 128)
+    assert data.train_labels.tolist() == [c for c in range(10) for _ in range(2)]
+    embedded = load_dataset("cifar10-mini")
+    assert (data.mean, data.std) == (embedded.mean, embedded.std)
+    for label in (0, 7):
+        first = sorted((CIFAR / cifar_classes[label]).glob("*.jpg"))[1]  # the second image of the class
+        want = np.round(_bilinear(_pixels(first).double().numpy(), 128))
+        got = data.train_images[2 * label + 1].double().numpy()
+        assert np.abs(got - want).max() <= 1  # float32 vs float64 may round a .5 the other way
+        assert (got == want).mean() > 0.99
+
+
+def test_standin_names_load_through_the_registry_and_round_trip():
+    small = load_dataset("cifar10-mini@64:per_class=1,test_per_class=1")
+    assert small.train_images.shape == (10, 3, 64, 64) and small.image_size == 64
+    assert small.name == inet.standin_name(64, 1, 1)
+    assert small.name == "cifar10-mini@64:per_class=1,test_per_class=1 (stand-in for an ImageNet subset)"
+    again = load_dataset(small.name)  # the name, note included, loads the same data
+    assert torch.equal(again.train_images, small.train_images) and torch.equal(again.test_labels, small.test_labels)
+    assert inet.parse_standin_name(small.name) == {"size": 64, "per_class": 1, "test_per_class": 1}
+    with pytest.raises(ValueError, match="at least 32"):
+        load_dataset("cifar10-mini@16")
+    with pytest.raises(ValueError, match="per_class"):
+        load_dataset("cifar10-mini@128:per_klass=3")
+    with pytest.raises(ValueError, match="stand-in name"):
+        inet.parse_standin_name("cifar10-mini@big")
+
+
+def test_subset_or_standin_uses_the_real_tree_when_there_and_never_hides_a_broken_one(tmp_path):
+    offline = inet.load_subset_or_standin("imagewoof", tmp_path, per_class=1, test_per_class=1)
+    assert inet.is_standin(offline) and inet.find_imagenet(tmp_path) is None
+    assert offline.classes[0] == "airplane" and offline.train_images.shape == (10, 3, 128, 128)
+    _imagenet_tree(tmp_path / "imagenet", "imagewoof", "folders", n_train=2, n_val=1)
+    assert inet.find_imagenet(tmp_path) == tmp_path / "imagenet"
+    real = inet.load_subset_or_standin("imagewoof", tmp_path, per_class=1, progress=False)
+    assert not inet.is_standin(real) and real.name == "imagenet:imagewoof:per_class=1"
+    assert real.classes[0] == "Australian terrier" and real.train_images.shape == (10, 3, 128, 128)
+    registry = load_dataset("imagenet:imagewoof:per_class=1", root=tmp_path)
+    assert torch.equal(real.train_images, registry.train_images) and torch.equal(real.test_labels, registry.test_labels)
+    for f in (tmp_path / "imagenet" / "train" / "n02096294").iterdir():
+        f.unlink()
+    with pytest.raises(ValueError, match="n02096294"):  # an incomplete tree is an error, not a fallback
+        inet.load_subset_or_standin("imagewoof", tmp_path, per_class=1, progress=False)
+    with pytest.raises(ValueError, match="imagewoof"):
+        inet.load_subset_or_standin("imagebark", tmp_path)
+
+
+def test_paper_results_cover_the_six_subsets_of_its_table():
+    assert set(inet.MTT_PAPER_ACCURACY) == set(inet.IMAGENET_SUBSETS) - {"imageblub"}
+    assert inet.MTT_PAPER_ACCURACY["imagenette"] == {1: (47.7, 0.9), 10: (63.0, 1.3)}
+    for subset, rows in inet.MTT_PAPER_ACCURACY.items():
+        assert set(rows) == {1, 10} and rows[10][0] > rows[1][0], subset
