@@ -412,3 +412,89 @@ def distillation_curves_figure(metrics: Sequence[dict], smooth: int = 10, title:
 
 
 __all__ += ["distillation_gif", "distillation_curves_figure"]
+
+
+# --- memory of a distillation iteration ----------------------------------------------------------
+
+
+def memory_figure(estimates: dict[str, dict[str, float]], gpu_sizes_gib: dict[str, float] | None = None,
+                  title: str | None = None) -> Figure:
+    """Grouped bars of memory per iteration, in GiB: ``estimates[setting][strategy]``.
+
+    ``gpu_sizes_gib`` (e.g. ``{"24 GB GPU": 22.4}``) draws a dashed line per GPU size, so a
+    reader sees at a glance which strategy fits on which card.
+    """
+    settings = list(estimates)
+    strategies = list(dict.fromkeys(s for row in estimates.values() for s in row))
+    width = 0.8 / max(1, len(strategies))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 * len(settings) + 2), 3.4))
+    for k, strategy in enumerate(strategies):
+        xs = [i + (k - (len(strategies) - 1) / 2) * width for i in range(len(settings))]
+        values = [estimates[s].get(strategy, float("nan")) for s in settings]
+        bars = ax.bar(xs, values, width, label=strategy)
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8, padding=2)
+    for name, size in (gpu_sizes_gib or {}).items():
+        ax.axhline(size, color="grey", lw=0.8, ls="--")
+        ax.text(len(settings) - 0.5, size, f" {name}", va="bottom", ha="right", fontsize=7, color="grey")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("GiB per iteration (estimated)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["memory_figure"]
+
+
+# --- toroidal crops ------------------------------------------------------------------------------
+
+
+def crop_windows_figure(canvas_rgb: torch.Tensor, offsets: Sequence[Sequence[int]], size: int,
+                        title: str | None = None) -> Figure:
+    """Where toroidal crops come from: the canvas tiled 2 x 2 with each crop's window, then the crops.
+
+    ``canvas_rgb`` is one canvas ``[C, H, W]`` in [0, 1]; ``offsets`` the crops' top-left
+    corners ``(row, col)`` in the canvas; ``size`` their side. On the 2 x 2 tiling a crop that
+    wraps around the canvas border is one unbroken square (dashed lines mark the copies), which is
+    why its pixels are neighbours on a seamless texture.
+    """
+    from matplotlib.patches import Rectangle
+
+    pic = _rgb(canvas_rgb)
+    h, w = pic.shape[:2]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    n = len(offsets)
+    fig = plt.figure(figsize=(3.0 + 1.3 * n, 3.1))
+    grid = fig.add_gridspec(1, n + 2, width_ratios=[2.4, 0.15] + [1.0] * n)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(pic.repeat(2, 2, 1).numpy(), interpolation="nearest")
+    ax.axhline(h - 0.5, color="white", lw=0.8, ls="--")
+    ax.axvline(w - 0.5, color="white", lw=0.8, ls="--")
+    for k, (r, c) in enumerate(offsets):
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, lw=1.8, color=colours[k % len(colours)]))
+    ax.set_title("canvas, tiled 2 x 2", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for k, (r, c) in enumerate(offsets):
+        crop = torch.roll(pic, shifts=(-int(r), -int(c)), dims=(0, 1))[:size, :size]
+        sub = fig.add_subplot(grid[0, k + 2])
+        sub.imshow(crop.numpy(), interpolation="nearest")
+        for spine in sub.spines.values():
+            spine.set_color(colours[k % len(colours)])
+            spine.set_linewidth(2.5)
+        wraps = r + size > h or c + size > w
+        sub.set_title(f"({r}, {c})" + ("\nwraps" if wraps else ""), fontsize=8)
+        sub.set_xticks([])
+        sub.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["crop_windows_figure"]
