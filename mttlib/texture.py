@@ -12,10 +12,15 @@ What lives here:
 
 * the primitives: :func:`random_offsets`, :func:`toroidal_crop`, :func:`tile`;
 * initialisation: :func:`init_canvases` (noise, or real images of the class tiled in);
-* :class:`TextureBatchSource`, the batch source the distillation loop calls in texture mode;
+* :class:`TextureBatchSource`, the batch source the distillation loop calls in texture mode
+  (``wrap=False`` gives the control without wrap-around);
+* :func:`distill_textures` (with :func:`texture_config` and :func:`texture_source`): texture
+  mode run by :func:`mttlib.distill.distill`, so checkpoints, resume, metrics and snapshots are
+  the loop's; :func:`load_textures` reads the result;
 * evaluation with crops: :func:`crop_transform`, :func:`evaluate_textures`;
-* the seam measure :func:`seam_ratio` and :func:`export_pngs`;
-* :func:`tiling_widget` for the classroom, and ``python -m mttlib texture`` (:func:`cli`).
+* the seam measures :func:`seam_ratio` and :func:`seam_score`, and :func:`export_pngs`;
+* :func:`tiling_widget` for the classroom, and ``python -m mttlib texture distill|export``
+  (:func:`cli`).
 
 Texture mode works in pixel space only: :func:`check_texture_data` refuses ZCA-whitened data.
 """
@@ -23,6 +28,7 @@ Texture mode works in pixel space only: :func:`check_texture_data` refuses ZCA-w
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -36,16 +42,25 @@ from mttlib.augment import DSA, DSAParams
 
 if TYPE_CHECKING:  # imported for type hints only, so this module loads without them
     from mttlib.data import ImageData
+    from mttlib.distill import DistillConfig, DistillResult
 
 __all__ = [
     "random_offsets",
     "toroidal_crop",
     "tile",
     "seam_ratio",
+    "seam_score",
     "check_texture_data",
+    "class_indices",
     "init_canvases",
     "TextureBatchSource",
+    "TEXTURE_PRESET_CHANGES",
+    "texture_config",
+    "texture_source",
+    "distill_textures",
+    "load_textures",
     "crop_transform",
+    "class_subset",
     "evaluate_textures",
     "export_pngs",
     "tiling_widget",
@@ -132,6 +147,10 @@ def seam_ratio(canvas: Tensor) -> float | Tensor:
     between 0 and about 1.6 depending on where the border cuts its phase, noise about 1); a
     photograph's opposite edges do not match, so its ratio is well above 1.
 
+    A ratio well *below* 1 is a seam too, of the other kind: a border that changes less than the
+    inside, such as the band of barely trained pixels that distillation without wrap-around
+    leaves along the edges (the crops rarely reach them). :func:`seam_score` counts both kinds.
+
     ``[C, H, W]`` gives a float; ``[N, C, H, W]`` a tensor ``[N]``.
     """
     if canvas.dim() not in (3, 4) or canvas.shape[-1] < 3 or canvas.shape[-2] < 3:
@@ -147,6 +166,19 @@ def seam_ratio(canvas: Tensor) -> float | Tensor:
                        (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1)], 1)
     ratio = wrap.mean(1) / inner.mean(1).clamp_min(1e-12)
     return float(ratio[0]) if single else ratio.float()
+
+
+def seam_score(canvas: Tensor) -> float | Tensor:
+    """How far the seams are from invisible: ``|ln seam_ratio(canvas)|``; 0 means seamless.
+
+    It treats both kinds of seam alike: a cut (the border changes more than the inside, ratio
+    above 1) and a flat frame (it changes less, ratio below 1); a ratio of 2 and one of 0.5 both
+    score ``ln 2 = 0.69``. ``[C, H, W]`` gives a float; ``[N, C, H, W]`` a tensor ``[N]``.
+    """
+    ratio = seam_ratio(canvas)
+    if isinstance(ratio, float):
+        return abs(math.log(max(ratio, 1e-12)))
+    return ratio.clamp_min(1e-12).log().abs()
 
 
 # --- data and initialisation -------------------------------------------------------------------
@@ -165,6 +197,34 @@ def check_texture_data(data: ImageData) -> None:
         )
 
 
+def class_indices(data: ImageData, classes: Sequence[int | str] | str | None) -> list[int]:
+    """Class indices from indices or names, in the order given (``None``: all classes).
+
+    ``classes`` may also be one comma-separated string (``"airplane,ship"`` or ``"0,8"``).
+    Unknown names, indices out of range and repeats raise a ``ValueError``.
+    """
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    if classes is None:
+        return list(range(data.num_classes))
+    out: list[int] = []
+    for item in classes:
+        if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
+            if item not in data.classes:
+                raise ValueError(f"unknown class {item!r}; {data.name} has {', '.join(data.classes)}")
+            index = data.classes.index(item)
+        else:
+            index = int(item)
+        if not 0 <= index < data.num_classes:
+            raise ValueError(f"class index {index} is out of range: {data.name} has classes 0..{data.num_classes - 1}")
+        if index in out:
+            raise ValueError(f"class {data.classes[index]!r} is listed twice in classes={list(classes)}")
+        out.append(index)
+    if not out:
+        raise ValueError("classes is empty; pass None for all classes or at least one class")
+    return out
+
+
 def _canvas_side(data: ImageData, canvas_size: int) -> int:
     if int(canvas_size) != canvas_size or canvas_size < 1:
         raise ValueError(f"canvas_size must be a positive integer (canvas side in image sides), got {canvas_size}")
@@ -178,12 +238,14 @@ def init_canvases(
     init: str = "noise",
     generator: torch.Generator | None = None,
     device: str | torch.device | None = None,
+    classes: Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Starting canvases for texture distillation: ``(canvases, labels)``, class by class.
 
-    ``canvases`` is float32 ``[num_classes * per_class, C, S, S]`` with ``S = canvas_size *
-    image_size`` in the data's preprocessed (normalised) space; ``labels`` int64, ``per_class``
-    canvases of class 0, then of class 1, ...
+    ``canvases`` is float32 ``[K * per_class, C, S, S]`` with ``S = canvas_size * image_size`` in
+    the data's preprocessed (normalised) space; ``labels`` int64, ``per_class`` canvases of the
+    first class, then of the second, ... ``classes`` picks the classes (indices into
+    ``data.classes``, kept as labels; default all ``K = num_classes`` of them).
 
     * ``init="noise"``: standard normal pixels;
     * ``init="real"``: each canvas is a ``canvas_size x canvas_size`` grid of real training
@@ -194,8 +256,9 @@ def init_canvases(
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
     side = _canvas_side(data, canvas_size)
-    k, c, s = data.num_classes, data.channels, int(canvas_size)
-    labels = torch.arange(k).repeat_interleave(per_class)
+    wanted = class_indices(data, classes)
+    k, c, s = len(wanted), data.channels, int(canvas_size)
+    labels = torch.tensor(wanted, dtype=torch.long).repeat_interleave(per_class)
     if init == "noise":
         canvases = torch.randn(k * per_class, c, side, side, generator=generator)
         return canvases.to(device or "cpu"), labels.to(device or "cpu")
@@ -203,7 +266,7 @@ def init_canvases(
         raise ValueError(f"unknown init {init!r}; use 'noise' or 'real'")
     chosen = []
     train_labels = data.train_labels.cpu()
-    for cls in range(k):
+    for cls in wanted:
         pool = (train_labels == cls).nonzero().flatten()
         need = per_class * s * s
         if len(pool) < s * s:
@@ -236,12 +299,16 @@ class TextureBatchSource:
     augmentation if ``None``). Crops of one canvas are consecutive in the batch and its label is
     repeated for each of them.
 
+    ``wrap=False`` is the control experiment, not texture mode: crops stay fully inside the
+    canvas (top-left corners uniform over the positions where the crop fits), so nothing ever
+    ties the left edge to the right edge or the top to the bottom.
+
     :meth:`plans` draws all the randomness of one iteration up front, as CPU tensors;
     :meth:`batch` is deterministic given a plan, so replaying a plan rebuilds the batch exactly.
     """
 
     def __init__(self, num_canvases: int, canvas_hw: Size, image_size: Size, canvas_samples: int = 1,
-                 batch_canvases: int | None = None, dsa: DSA | None = None) -> None:
+                 batch_canvases: int | None = None, dsa: DSA | None = None, wrap: bool = True) -> None:
         if num_canvases < 1 or canvas_samples < 1:
             raise ValueError(f"need num_canvases >= 1 and canvas_samples >= 1, got {num_canvases} "
                              f"and {canvas_samples}")
@@ -250,14 +317,18 @@ class TextureBatchSource:
         self.num_canvases = int(num_canvases)
         self.canvas_hw = _pair(canvas_hw)
         self.image_size = _pair(image_size)
+        if not wrap and (self.image_size[0] > self.canvas_hw[0] or self.image_size[1] > self.canvas_hw[1]):
+            raise ValueError(f"crops of {self.image_size} do not fit inside canvases of {self.canvas_hw}; "
+                             "without wrap-around the canvas must be at least the crop size")
         self.canvas_samples = int(canvas_samples)
         self.batch_canvases = None if batch_canvases is None or batch_canvases >= num_canvases else int(batch_canvases)
         self.dsa = dsa
+        self.wrap = bool(wrap)
 
     def __repr__(self) -> str:
         return (f"TextureBatchSource(num_canvases={self.num_canvases}, canvas_hw={self.canvas_hw}, "
                 f"image_size={self.image_size}, canvas_samples={self.canvas_samples}, "
-                f"batch_canvases={self.batch_canvases}, dsa={self.dsa!r})")
+                f"batch_canvases={self.batch_canvases}, dsa={self.dsa!r}, wrap={self.wrap})")
 
     def _chunks(self, num_steps: int, generator: torch.Generator | None) -> list[Tensor]:
         if self.batch_canvases is None:
@@ -277,7 +348,11 @@ class TextureBatchSource:
         out = []
         for index in self._chunks(num_steps, generator):
             b = len(index)
-            offsets = random_offsets(b * self.canvas_samples, self.canvas_hw, generator)
+            if self.wrap:
+                offsets = random_offsets(b * self.canvas_samples, self.canvas_hw, generator)
+            else:  # the control without wrap-around: top-left corners that keep the crop inside
+                room = (self.canvas_hw[0] - self.image_size[0] + 1, self.canvas_hw[1] - self.image_size[1] + 1)
+                offsets = random_offsets(b * self.canvas_samples, room, generator)
             m = b * self.canvas_samples
             dsa = self.dsa.sample(m, self.image_size, generator) if self.dsa is not None else DSAParams("none")
             out.append({"index": index, "offsets": offsets.view(b, self.canvas_samples, 2), "dsa": dsa})
@@ -294,6 +369,168 @@ class TextureBatchSource:
         if self.dsa is not None:
             x = self.dsa.apply(x, plan["dsa"])
         return x, labels[index]
+
+
+# --- texture distillation ----------------------------------------------------------------------
+
+# texture settings that must not change when a run is resumed (they shape what was computed)
+_RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")
+
+# Texture mode's changes to the normal-mode presets, per size. Canvases start as noise, so early
+# student steps lead away from the experts (matching loss above 1) and the gradient on syn_lr
+# is large: with the classroom preset's lr_lr 1e-6 syn_lr turned negative within about ten
+# iterations (cifar10-mini, 4 classes). Measured on a 2-core CPU for the classroom size: 200
+# iterations of 10 student steps, lr_img 1000 and lr_lr 1e-7 give textures that tile and learn.
+# Smoke takes a large pixel step so that its 8 iterations already move the canvases well beyond
+# their starting noise (enough to tell texture mode from its control in continuous integration).
+# The paper size keeps the published values (the reference texture run uses the ImageNet row).
+TEXTURE_PRESET_CHANGES: dict[str, dict[str, Any]] = {
+    "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 200},
+    "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8},
+    "paper": {},
+}
+
+
+def texture_config(dataset: str, ipc: int = 1, preset: str = "classroom", **overrides: Any) -> DistillConfig:
+    """The run configuration of texture mode: the preset's hyper-parameters, noise init, no ZCA.
+
+    ``preset`` is a size of :func:`mttlib.presets.get_preset` (``paper``, ``classroom`` or
+    ``smoke``), changed for texture mode by :data:`TEXTURE_PRESET_CHANGES`; ``overrides`` are
+    :class:`mttlib.distill.DistillConfig` fields and win over both (``None`` values are
+    ignored). Texture mode works in pixel space, so ``zca`` is always False (the paper's CIFAR
+    presets whiten; texture runs use experts trained without ZCA), and ``init`` defaults to
+    ``"noise"``: the reference code warns that real images take very long to lose their borders.
+    """
+    from mttlib.distill import DistillConfig
+    from mttlib.presets import get_preset
+
+    if overrides.get("zca"):
+        raise ValueError("texture mode cannot use ZCA (a canvas larger than the images has no pixel-space "
+                         "inverse); use zca=False and experts trained without ZCA")
+    found = get_preset(dataset, ipc, preset)
+    changes = {**TEXTURE_PRESET_CHANGES.get(preset, {}), "init": "noise"}
+    changes.update({k: v for k, v in overrides.items() if v is not None})
+    changes["zca"] = False
+    return DistillConfig.from_preset(found, **changes)
+
+
+def texture_source(config: DistillConfig, data: ImageData, num_canvases: int, canvas_size: int = 2,
+                   canvas_samples: int = 1, wrap: bool = True) -> TextureBatchSource:
+    """The :class:`TextureBatchSource` of a run: ``config.batch_syn`` canvases per step (``None``:
+    all), ``canvas_samples`` crops of the data's image size from each, the dataset's DSA when
+    ``config.dsa`` (``config.dsa_strategy`` if set)."""
+    side = _canvas_side(data, canvas_size)
+    dsa = DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None
+    return TextureBatchSource(num_canvases, side, data.image_size, canvas_samples, config.batch_syn, dsa, wrap=wrap)
+
+
+def distill_textures(
+    data: ImageData,
+    experts: Sequence[Any],
+    out_dir: str | Path | None,
+    *,
+    config: DistillConfig | None = None,
+    ipc: int = 1,
+    canvas_size: int = 2,
+    canvas_samples: int = 1,
+    init: str = "noise",
+    classes: Sequence[int | str] | None = None,
+    preset: str = "classroom",
+    wrap: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> DistillResult:
+    """Distill tileable textures: ``ipc`` canvases per class, trained through random toroidal crops.
+
+    Each canvas is ``canvas_size`` times the image side. At every student step each canvas gives
+    ``canvas_samples`` random crops of image size with uniform offsets and wrap-around, then DSA
+    (:class:`TextureBatchSource`); everything else is the distillation loop of
+    :func:`mttlib.distill.distill` -- the same meta-gradient strategies, checkpoints and
+    ``resume``, metrics and snapshots, written to ``out_dir``. ``distilled.pt`` there is the
+    texture set (``images`` are the canvases) that ``python -m mttlib texture export`` reads;
+    ``config.json`` records the texture settings under ``"texture"``.
+
+    Args:
+        data: the dataset, loaded without ZCA (:func:`check_texture_data`).
+        experts: trajectories trained on ``data`` without ZCA.
+        config: a full :class:`~mttlib.distill.DistillConfig`; default :func:`texture_config`
+            ``(data.name, ipc, preset)``. ``overrides`` (``iterations``, ``strategy``, ``lr_img``,
+            ``seed``, ...) are applied to it either way.
+        init: ``"noise"`` or ``"real"`` (each canvas a grid of real images of its class); it
+            sets ``config.init`` too. The starting canvases are drawn with ``config.seed``.
+        classes: distill only these classes (indices or names; labels keep their indices);
+            default all.
+        wrap: ``False`` runs the control without wrap-around (crops inside the canvas only):
+            same everything else, but its canvases do not tile.
+
+    Returns the :class:`mttlib.distill.DistillResult` (``images`` are the canvases).
+    """
+    import json
+
+    from mttlib.distill import distill
+
+    check_texture_data(data)
+    if config is None:
+        config = texture_config(data.name, ipc, preset, init=init, **overrides)
+    else:
+        config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    config = config.replace(init=init)
+    if config.zca:
+        raise ValueError("texture mode cannot use a config with zca=True; set zca=False and use experts trained "
+                         "without ZCA")
+    config.validate()
+    if int(canvas_samples) != canvas_samples or canvas_samples < 1:
+        raise ValueError(f"canvas_samples must be a positive integer (crops per canvas per step), got {canvas_samples}")
+    wanted = class_indices(data, classes)
+    canvases, labels = init_canvases(data, config.ipc, canvas_size, init, torch.Generator().manual_seed(config.seed),
+                                     classes=wanted)
+    source = texture_source(config, data, len(canvases), canvas_size, canvas_samples, wrap)
+    record = {"canvas_size": int(canvas_size), "canvas_samples": int(canvas_samples), "classes": wanted,
+              "class_names": [data.classes[c] for c in wanted], "init": init, "wrap": bool(wrap),
+              "canvas_side": int(canvases.shape[-1]), "image_size": int(data.image_size)}
+    if resume and out_dir is not None and (Path(out_dir) / "config.json").exists():
+        saved = json.loads((Path(out_dir) / "config.json").read_text()).get("texture") or {}
+        differ = [f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in _RESUME_KEYS if saved.get(k) != record[k]]
+        if differ:
+            raise ValueError(f"cannot resume {out_dir}: its texture settings differ ({'; '.join(differ)}). Resume "
+                             "with the same settings, or start a new run in another folder.")
+    return distill(config, experts, data, out_dir, device=device, resume=resume, progress=progress, source=source,
+                   init=(canvases, labels), callback=callback, extra_config={"texture": record})
+
+
+def load_textures(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a texture set (a run folder or its ``distilled.pt``).
+
+    Returns the set's dict (``images`` = canvases, ``labels``, ``syn_lr``, ``config``) plus, when
+    the run folder's ``config.json`` is beside it, ``texture`` (the texture settings) and
+    ``data`` (the dataset's description: name, classes, mean, std).
+    """
+    import json
+
+    from mttlib.io import safe_load
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "distilled.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no texture set at {path}; distill one with `python -m mttlib texture distill`")
+    obj = safe_load(path, map_location=device)
+    if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
+        raise ValueError(f"{path} is not a texture set: expected a dict with 'images' (canvases), "
+                         "'labels' and 'config'; distilled sets are written by `python -m mttlib texture distill`")
+    run_config = path.parent / "config.json"
+    if run_config.exists():
+        try:
+            record = json.loads(run_config.read_text())
+        except ValueError:
+            record = {}
+        for key in ("texture", "data"):
+            if isinstance(record.get(key), dict):
+                obj.setdefault(key, record[key])
+    return obj
 
 
 # --- evaluation with crops ---------------------------------------------------------------------
@@ -315,6 +552,30 @@ def crop_transform(image_size: Size) -> Callable[[Tensor, torch.Generator | None
     return transform
 
 
+def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
+    """``data`` restricted to some classes, relabelled ``0 .. K-1`` in the order given.
+
+    Train and test splits keep only those classes' images; normalisation (mean, std) is
+    unchanged, so a canvas made in ``data``'s space is in the subset's space too. The name
+    becomes ``<name>[<class>,...]``. Used to evaluate textures of a few classes as a K-way task.
+    """
+    from mttlib.data import ImageData as _ImageData
+
+    check_texture_data(data)
+    wanted = class_indices(data, classes)
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.long)
+    lookup[torch.tensor(wanted)] = torch.arange(len(wanted))
+    splits = {}
+    for split in ("train", "test"):
+        labels = getattr(data, f"{split}_labels").cpu().long()
+        keep = lookup[labels] >= 0
+        splits[split] = (getattr(data, f"{split}_images")[keep], lookup[labels[keep]])
+    names = [data.classes[c] for c in wanted]
+    return _ImageData(name=f"{data.name}[{','.join(names)}]", train_images=splits["train"][0],
+                      train_labels=splits["train"][1], test_images=splits["test"][0], test_labels=splits["test"][1],
+                      classes=names, mean=data.mean, std=data.std, zca=None, digits=data.digits)
+
+
 def evaluate_textures(
     canvases: Tensor,
     labels: Tensor,
@@ -327,6 +588,7 @@ def evaluate_textures(
     baselines: Sequence[str] = ("real",),
     baseline_lr: float | None = 0.01,
     seed: int = 0,
+    classes: Sequence[int | str] | str = "present",
     **evaluate_kwargs: Any,
 ) -> dict[str, Any]:
     """Test accuracy of fresh networks trained on crops of ``canvases``, with baselines.
@@ -346,7 +608,14 @@ def evaluate_textures(
     ``lr`` is the textures' learned ``syn_lr``; baselines train with ``baseline_lr`` (0.01, the
     paper's rate for real images; ``None`` uses ``lr``). Other keyword arguments (``device``,
     ``progress``, ``model_kwargs``, ``eval_on``, ...) go to ``mttlib.evaluate.evaluate_set``.
-    Returns ``{"textures": EvalResult, "<baseline>": EvalResult, ...}``.
+
+    ``classes``: which classes the task has. ``"present"`` (default) takes the classes the
+    textures cover: textures of 4 of CIFAR-10's classes are then tested as a 4-way task on those
+    classes' test images (:func:`class_subset`), and the baselines draw from the same classes; a
+    set that covers every class is tested on the whole dataset. ``"all"`` keeps every class;
+    a list of indices or names picks them.
+    Returns ``{"textures": EvalResult, "<baseline>": EvalResult, ...}``; each result's config
+    names the classes under ``"eval_classes"``.
     """
     from mttlib import evaluate  # imported here so this module loads without the evaluate module
 
@@ -354,6 +623,18 @@ def evaluate_textures(
     if canvases.dim() != 4 or labels.dim() != 1 or canvases.shape[0] != labels.shape[0]:
         raise ValueError(f"need canvases [N, C, H, W] and labels [N], got {tuple(canvases.shape)} "
                          f"and {tuple(labels.shape)}")
+    labels = labels.detach().cpu().long()
+    if isinstance(classes, str) and classes not in ("present", "all"):
+        raise ValueError(f"classes must be 'present', 'all' or a list of classes, got {classes!r}")
+    wanted = (sorted(set(labels.tolist())) if classes == "present" else None if classes == "all"
+              else class_indices(data, classes))
+    if wanted is not None and len(wanted) < data.num_classes:
+        missing = sorted(set(labels.tolist()) - set(wanted))
+        if missing:
+            raise ValueError(f"the textures have labels {missing} outside classes={list(classes)}")
+        lookup = {c: i for i, c in enumerate(wanted)}
+        data = class_subset(data, wanted)
+        labels = torch.tensor([lookup[int(c)] for c in labels])
     counts = torch.bincount(labels.cpu(), minlength=data.num_classes)
     per_class = int(counts.max())
     if baselines and not bool((counts == per_class).all()):
@@ -373,6 +654,8 @@ def evaluate_textures(
         else:
             raise ValueError(f"unknown baseline {name!r}; use 'real' or 'real_tiles'")
         results[name].config.update(texture_baseline=name)
+    for result in results.values():
+        result.config.update(eval_classes=list(data.classes))
     return results
 
 
@@ -503,20 +786,11 @@ class _Pixels:
         return (x.float().cpu() * self.std + self.mean).clamp(0, 1)
 
 
-def _load_texture_set(path: Path) -> dict:
-    from mttlib.io import safe_load
-
-    obj = safe_load(path)
-    if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
-        raise ValueError(f"{path} is not a texture set: expected a dict with 'images' (canvases), "
-                         "'labels' and 'config'; distilled sets are written by `python -m mttlib texture distill`")
-    return obj
-
-
 def _export(args: argparse.Namespace) -> int:
-    tex = _load_texture_set(Path(args.set))
+    tex = load_textures(args.set)
     config = tex.get("config") or {}
-    meta = config.get("data") if isinstance(config.get("data"), dict) else config
+    meta = tex.get("data") if isinstance(tex.get("data"), dict) else config.get("data")
+    meta = meta if isinstance(meta, dict) else config
     if args.dataset is None and "mean" in meta and "std" in meta and "classes" in meta:
         data, classes = _Pixels(meta["mean"], meta["std"]), list(meta["classes"])
     else:
@@ -527,28 +801,107 @@ def _export(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.set} does not say which dataset it comes from; pass --dataset NAME")
         data = load_dataset(name, args.data_root, zca=False)
         classes = list(data.classes)
-    out = Path(args.out) if args.out else Path(args.set).with_suffix("").with_name(Path(args.set).stem + "_png")
+    where = Path(args.set)
+    out = Path(args.out) if args.out else (where / "png" if where.is_dir() else where.with_name(where.stem + "_png"))
     paths = export_pngs(tex["images"], tex["labels"], classes, data, out, upscale=args.upscale, repeats=args.repeats)
     print(f"wrote {len(paths)} PNGs to {out}")
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from mttlib.data import load_dataset
+    from mttlib.distill import DistillationDiverged
+    from mttlib.experts import ExpertConfig, expert_dir, load_experts
+    from mttlib.paths import runs_dir
+    from mttlib.presets import get_preset
+
+    overrides = {n: getattr(args, n) for n in ("iterations", "strategy", "seed", "syn_steps", "expert_epochs",
+                                                "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
+                                                "checkpoint_every", "snapshot_every")}
+    try:
+        preset = get_preset(args.dataset, args.ipc, args.preset)
+        data = load_dataset(args.dataset, args.data_root, zca=False)
+        config = texture_config(args.dataset, args.ipc, args.preset, init=args.init, **overrides)
+        config = config.replace(dataset=data.name)
+        classes = args.classes if args.classes and args.classes.strip() else None
+        wanted = class_indices(data, classes)
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    experts_path = Path(args.experts) if args.experts else expert_dir(
+        args.runs, ExpertConfig.from_preset(preset, dataset=data.name, zca=False))
+    tag = "all" if classes is None else "-".join(str(c) for c in wanted)
+    out = Path(args.out) if args.out else runs_dir(args.runs) / "texture" / (
+        f"{data.name}-ipc{args.ipc}-{args.preset}-c{args.canvas_size}-{tag}".replace(":", "_").replace("/", "_"))
+    try:
+        experts = load_experts(experts_path)
+    except FileNotFoundError as err:
+        print(f"error: {err}\nTrain experts without ZCA first, e.g. `python -m mttlib experts --dataset "
+              f"{args.dataset} ...`, or point --experts at them.", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    side = args.canvas_size * data.image_size
+    print(f"distilling {len(wanted)} class(es) of {data.name} into {args.ipc} texture(s) each: canvases of "
+          f"{side}x{side}, {args.canvas_samples} crop(s) of {data.image_size}x{data.image_size} per canvas per step"
+          f"{'' if not args.no_wrap else ' WITHOUT wrap-around (control)'}; {len(experts)} experts from "
+          f"{experts_path}; run folder {out}; {device}")
+    try:
+        result = distill_textures(data, experts, out, config=config, canvas_size=args.canvas_size,
+                                  canvas_samples=args.canvas_samples, init=args.init, classes=wanted,
+                                  wrap=not args.no_wrap, device=device, progress=not args.no_progress,
+                                  resume=args.resume)
+    except (DistillationDiverged, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    ratios = seam_ratio(result.images)
+    print(f"done: {len(result.images)} textures, learned syn_lr {result.syn_lr:.5g}, final loss "
+          f"{result.metrics[-1]['loss']:.4f}, mean seam ratio {float(ratios.mean()):.3f} (about 1: seamless)")
+    print(f"texture set: {out / 'distilled.pt'}\nexport PNGs with: python -m mttlib texture export {out}")
+    return 0
+
+
 def cli(argv: list[str]) -> int:
-    """``python -m mttlib texture <action>``: ``export`` a texture set as PNGs (``distill`` to come)."""
+    """``python -m mttlib texture <action>``: ``distill`` tileable textures, ``export`` them as PNGs."""
+    from mttlib.distill import STRATEGIES
+    from mttlib.presets import SIZES
+
     parser = argparse.ArgumentParser(prog="python -m mttlib texture",
                                      description="Tileable textures by dataset distillation.")
     sub = parser.add_subparsers(dest="action", required=True)
+    dis = sub.add_parser("distill", help="distill tileable textures from expert trajectories")
+    dis.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini); never ZCA")
+    dis.add_argument("--ipc", type=int, default=1, help="textures per class (default 1)")
+    dis.add_argument("--classes", default=None, help="comma-separated class indices or names (default: all)")
+    dis.add_argument("--canvas-size", type=int, default=2, help="canvas side in image sides (default 2)")
+    dis.add_argument("--canvas-samples", type=int, default=1,
+                     help="random crops per canvas per student step (default 1)")
+    dis.add_argument("--init", choices=("noise", "real"), default="noise", help="starting canvases (default noise)")
+    dis.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
+    dis.add_argument("--experts", default=None,
+                     help="experts folder (default: the preset's, without ZCA, under the runs folder)")
+    dis.add_argument("--out", default=None,
+                     help="run folder (default <runs>/texture/<dataset>-ipc<N>-<preset>-c<canvas>-<classes>)")
+    dis.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
+    dis.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
+    dis.add_argument("--strategy", choices=STRATEGIES, default=None, help="meta-gradient strategy (default recompute)")
+    dis.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: the preset's)")
+    dis.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    dis.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    dis.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dis.add_argument("--no-wrap", action="store_true",
+                     help="control run: crops stay inside the canvas (no wrap-around)")
+    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
+                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
+                      ("checkpoint-every", int), ("snapshot-every", int)):
+        dis.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
     exp = sub.add_parser("export", help="write tile, tiling and sheet PNGs of a texture set")
-    exp.add_argument("set", help="texture set file (a dict with images, labels and config)")
-    exp.add_argument("--out", default=None, help="output folder (default: <set>_png beside the file)")
+    exp.add_argument("set", help="a texture run folder or its distilled.pt (a dict with images, labels and config)")
+    exp.add_argument("--out", default=None, help="output folder (default: <run>/png, or <set>_png beside a file)")
     exp.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale factor (default 4)")
     exp.add_argument("--repeats", type=int, default=3, help="tiles per side of the tiling PNG (default 3)")
-    exp.add_argument("--dataset", default=None, help="dataset name, if the set's config lacks it")
+    exp.add_argument("--dataset", default=None, help="dataset name, if the set does not record its normalisation")
     exp.add_argument("--data-root", default=None, help="dataset root (default $MTT_DATA_ROOT or <kit>/data)")
-    sub.add_parser("distill", help="distill tileable textures (not available in this version)")
     args = parser.parse_args(argv)
     if args.action == "export":
         return _export(args)
-    print("`texture distill` is not available yet; use mttlib.texture.TextureBatchSource with the "
-          "distillation loop in mttlib.distill.", file=sys.stderr)
-    return 2
+    return _distill(args)

@@ -12,9 +12,19 @@ from matplotlib.figure import Figure
 from mttlib import texture, viz
 from mttlib.augment import DSA
 from mttlib.texture import (TextureBatchSource, check_texture_data, crop_transform, export_pngs, init_canvases,
-                            random_offsets, seam_ratio, tile, toroidal_crop)
+                            random_offsets, seam_ratio, seam_score, tile, toroidal_crop)
 
 IMAGE = 8  # side of the tiny dataset's images
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two threads
+    per process make everything several times slower; the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_data(zca: bool = False, channels: int = 3, per_class: int = 6, classes: int = 3):
@@ -215,6 +225,19 @@ def test_seam_ratio_of_noise_is_about_one_and_batches_agree():
     assert math.isclose(float(ratios[1]), seam_ratio(noise[1]), rel_tol=1e-6)
 
 
+def test_seam_score_counts_cuts_and_frames_alike():
+    canvas = smooth_periodic()
+    assert seam_score(canvas) == pytest.approx(abs(math.log(seam_ratio(canvas))))
+    cut = canvas + torch.arange(32.0) / 32 * 3.0
+    assert seam_score(cut) > 1.5  # ratio above 5
+    frame = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 3
+    frame[:, :3], frame[:, -3:], frame[:, :, :3], frame[:, :, -3:] = 0.3 * frame[:, :3], 0.3 * frame[:, -3:], \
+        0.3 * frame[:, :, :3], 0.3 * frame[:, :, -3:]  # a faint band along the border
+    assert seam_ratio(frame) < 0.5 and seam_score(frame) > 0.7
+    batch = seam_score(torch.stack([canvas, cut]))
+    assert batch.shape == (2,) and float(batch[1]) == pytest.approx(seam_score(cut), rel=1e-5)
+
+
 # --- data: initialisation and ZCA ----------------------------------------------------------------
 
 
@@ -385,3 +408,349 @@ def test_evaluate_textures_runs_textures_and_baselines_under_one_recipe():
     with pytest.raises(ValueError, match="unknown baseline"):
         texture.evaluate_textures(canvases, labels, data, lr=0.02, epochs=1, num_runs=1, baselines=("fake",),
                                   device="cpu", progress=False, model_kwargs={"depth": 1, "width": 8})
+
+
+# --- texture mode in the distillation loop -------------------------------------------------------
+
+TINY_MODEL = {"width": 6, "depth": 2}
+
+
+def tiny_experts(data, num: int = 1, epochs: int = 3, steps_per_epoch: int = 3, lr: float = 0.1, seed: int = 0,
+                 model_kwargs: dict | None = None):
+    """Trajectories of plain full-batch SGD on ``data``'s training images (a stand-in for experts)."""
+    import torch.nn.functional as F
+
+    from mttlib.experts import Trajectory
+    from mttlib.models import FunctionalModel, make_model
+
+    kw = dict(model_kwargs or TINY_MODEL)
+    x, y = data.train_tensors()
+    out = []
+    for k in range(num):
+        torch.manual_seed(seed + k)
+        fm = FunctionalModel(make_model("convnet", data.channels, data.num_classes, data.image_size, **kw))
+        theta = fm.flatten()
+        snaps = [theta.clone()]
+        for _ in range(epochs):
+            for _ in range(steps_per_epoch):
+                theta = theta.requires_grad_(True)
+                g, = torch.autograd.grad(F.cross_entropy(fm(theta, x), y), theta)
+                theta = (theta - lr * g).detach()
+            snaps.append(theta.clone())
+        meta = {"index": k, "config": {"dataset": data.name, "zca": False, "model": "convnet", "model_kwargs": kw}}
+        out.append(Trajectory(torch.stack(snaps), meta))
+    return out
+
+
+def texture_problem(batch_canvases=None, steps: int = 4, samples: int = 2, dsa: bool | str = True, seed: int = 0):
+    """A float64 meta-gradient problem in texture mode: 3 canvases of 16 px, crops of 8 px.
+
+    ``dsa``: the full DSA (True), none (False) or a strategy string.
+    """
+    from mttlib.models import FunctionalModel, make_model
+
+    data = tiny_data()
+    torch.manual_seed(0)
+    fm = FunctionalModel(make_model("convnet", 3, 3, IMAGE, **TINY_MODEL).double())
+    traj = tiny_experts(data)[0]
+    start, target = traj[1].double(), traj[3].double()
+    g = torch.Generator().manual_seed(seed)
+    canvases = torch.randn(3, 3, 16, 16, generator=g, dtype=torch.float64)
+    labels = torch.arange(3)
+    aug = DSA(dsa) if isinstance(dsa, str) else (DSA() if dsa else None)
+    source = TextureBatchSource(3, 16, IMAGE, samples, batch_canvases, aug)
+    return fm, start, target, canvases, labels, source.plans(steps, g), source
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("batch_canvases", [None, 2])
+def test_unroll_and_recompute_agree_in_texture_mode(batch_canvases):
+    from mttlib.distill import meta_gradient
+
+    fm, start, target, canvases, labels, plans, source = texture_problem(batch_canvases, steps=5)
+    assert len({p["dsa"].op for p in plans}) >= 2, "the test should see several DSA operations"
+    # some crops run over the canvas border, so the wrap-around is part of what is checked
+    assert any(bool((p["offsets"] > 16 - IMAGE).any()) for p in plans)
+    lr = torch.tensor(0.05, dtype=torch.float64)
+    l1, g1, glr1 = meta_gradient(fm, start, target, canvases, labels, lr, plans, source, "unroll")
+    l2, g2, glr2 = meta_gradient(fm, start, target, canvases, labels, lr, plans, source, "recompute")
+    assert g1.shape == canvases.shape and g1.norm() > 0 and glr1.abs() > 0
+    assert abs(float(l1 - l2)) <= 1e-12 * float(l1)
+    assert _rel(g2, g1) < 1e-8
+    assert abs(float(glr2 - glr1)) < 1e-8 * abs(float(glr1))
+
+
+def test_texture_meta_gradient_matches_finite_differences_at_the_border():
+    from mttlib.distill import meta_gradient
+
+    # no cutout here: on 8 px crops it can leave a feature map nearly constant, and its instance
+    # norm then has a kink steep enough to spoil central differences (the gradient is still exact)
+    fm, start, target, canvases, labels, plans, source = texture_problem(steps=3, dsa="color_crop_flip_scale_rotate")
+    lr = torch.tensor(0.05, dtype=torch.float64)
+
+    def loss(x):
+        return float(meta_gradient(fm, start, target, x, labels, lr, plans, source, "unroll")[0])
+
+    _, grad, _ = meta_gradient(fm, start, target, canvases, labels, lr, plans, source, "recompute")
+    border = torch.zeros_like(canvases)
+    border[..., 0, :] = border[..., -1, :] = border[..., :, 0] = border[..., :, -1] = 1.0
+    g = torch.Generator().manual_seed(7)
+    eps = 1e-5
+    for mask in (torch.ones_like(canvases), border):  # anywhere, then only on the wrap-around border
+        v = torch.randn(canvases.shape, generator=g, dtype=torch.float64) * mask
+        v /= v.norm()
+        fd = (loss(canvases + eps * v) - loss(canvases - eps * v)) / (2 * eps)
+        assert fd == pytest.approx(float((grad * v).sum()), rel=1e-5, abs=1e-10)
+    assert float((grad * border).abs().sum()) > 0
+
+
+def test_texture_batches_equal_an_independent_training_loop():
+    """The student's loss equals an nn.Module trained by torch.optim.SGD on crops cut with torch.roll."""
+    import torch.nn.functional as F
+
+    from mttlib.distill import meta_gradient
+    from mttlib.models import make_model
+
+    fm, start, target, canvases, labels, plans, source = texture_problem(steps=3, dsa=False)
+    model = make_model("convnet", 3, 3, IMAGE, **TINY_MODEL).double()
+    torch.nn.utils.vector_to_parameters(start.clone(), model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for plan in plans:
+        crops, ys = [], []
+        for i, canvas_offsets in zip(plan["index"].tolist(), plan["offsets"]):
+            for r, c in canvas_offsets.tolist():
+                crops.append(torch.roll(canvases[i], (-r, -c), (1, 2))[:, :IMAGE, :IMAGE])
+                ys.append(int(labels[i]))
+        opt.zero_grad()
+        F.cross_entropy(model(torch.stack(crops)), torch.tensor(ys)).backward()
+        opt.step()
+    end = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    expected = float((end - target).square().sum() / (start - target).square().sum())
+    for strategy in ("unroll", "recompute"):
+        got = float(meta_gradient(fm, start, target, canvases, labels, 0.05, plans, source, strategy)[0])
+        assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_the_control_source_keeps_crops_inside_the_canvas():
+    canvases = torch.randn(2, 1, 12, 10)
+    source = TextureBatchSource(2, (12, 10), (4, 6), canvas_samples=50, wrap=False)
+    plan = source.plans(1, torch.Generator().manual_seed(0))[0]
+    offsets = plan["offsets"].reshape(-1, 2)
+    assert offsets[:, 0].min() == 0 and offsets[:, 0].max() == 12 - 4
+    assert offsets[:, 1].min() == 0 and offsets[:, 1].max() == 10 - 6
+    x, _ = source.batch(canvases, torch.arange(2), plan)
+    r, c = offsets[60].tolist()  # crop 10 of canvas 1: a plain slice, no wrap-around
+    assert torch.equal(x[60], canvases[1, :, r:r + 4, c:c + 6])
+    assert "wrap=False" in repr(source)
+    with pytest.raises(ValueError, match="do not fit"):
+        TextureBatchSource(1, 8, 10, wrap=False)
+
+
+def test_init_canvases_for_chosen_classes():
+    data = tiny_data()
+    canvases, labels = init_canvases(data, 2, 2, "real", torch.Generator().manual_seed(0), classes=[2, "class 0"])
+    assert labels.tolist() == [2, 2, 0, 0] and canvases.shape == (4, 3, 16, 16)
+    train = data.preprocess(data.train_images)
+    for canvas, label in zip(canvases, labels.tolist()):
+        tile00 = canvas[:, :IMAGE, :IMAGE]
+        match = [(train[i] - tile00).abs().max() < 1e-6 for i in range(len(train))]
+        assert int(data.train_labels[match.index(True)]) == label
+    for bad, message in (([5], "out of range"), (["dog"], "unknown class"), ([1, 1], "twice"), ([], "empty")):
+        with pytest.raises(ValueError, match=message):
+            init_canvases(data, 1, classes=bad)
+
+
+def _texture_config(data, **kw):
+    from mttlib.distill import DistillConfig
+
+    base = dict(dataset=data.name, ipc=1, model="convnet", model_kwargs=dict(TINY_MODEL), syn_steps=3,
+                expert_epochs=2, max_start_epoch=2, lr_img=10.0, lr_lr=1e-4, lr_teacher=0.01, iterations=4,
+                checkpoint_every=2, snapshot_every=2, init="noise")
+    return DistillConfig(**{**base, **kw})
+
+
+def test_distill_textures_writes_a_run_that_resumes_bit_for_bit(tmp_path):
+    import json
+
+    from mttlib.io import safe_load
+
+    data = tiny_data()
+    experts = tiny_experts(data)
+    config = _texture_config(data)
+    full = texture.distill_textures(data, experts, tmp_path / "full", config=config, canvas_samples=2,
+                                    classes=[0, 2], progress=False)
+    assert full.images.shape == (2, 3, 16, 16) and full.labels.tolist() == [0, 2]
+    record = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert record["texture"]["canvas_size"] == 2 and record["texture"]["canvas_samples"] == 2
+    assert record["texture"]["class_names"] == ["class 0", "class 2"] and record["texture"]["wrap"] is True
+    assert "TextureBatchSource" in record["batch_source"]
+    saved = safe_load(tmp_path / "full" / "distilled.pt")
+    assert torch.equal(saved["images"], full.images) and saved["labels"].tolist() == [0, 2]
+    assert len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()) == 4
+    # the canvases moved away from their noise start
+    start, _ = init_canvases(data, 1, 2, "noise", torch.Generator().manual_seed(config.seed), classes=[0, 2])
+    assert (full.images - start).abs().max() > 1e-3
+    # killed after 2 iterations, then resumed: the same canvases bit for bit
+    texture.distill_textures(data, experts, tmp_path / "part", config=config.replace(iterations=2), canvas_samples=2,
+                             classes=[0, 2], progress=False)
+    resumed = texture.distill_textures(data, experts, tmp_path / "part", config=config, canvas_samples=2,
+                                       classes=[0, 2], progress=False, resume=True)
+    assert torch.equal(resumed.images, full.images) and resumed.syn_lr == full.syn_lr
+    with pytest.raises(ValueError, match="canvas_samples"):
+        texture.distill_textures(data, experts, tmp_path / "part", config=config, canvas_samples=3,
+                                 classes=[0, 2], progress=False, resume=True)
+    with pytest.raises(FileExistsError):
+        texture.distill_textures(data, experts, tmp_path / "full", config=config, canvas_samples=2,
+                                 classes=[0, 2], progress=False)
+    loaded = texture.load_textures(tmp_path / "full")
+    assert loaded["texture"]["classes"] == [0, 2] and loaded["data"]["classes"] == data.classes
+
+
+def test_distill_textures_refuses_zca():
+    data = tiny_data(zca=True)
+    with pytest.raises(ValueError, match="ZCA"):
+        texture.distill_textures(data, tiny_experts(tiny_data()), None, config=_texture_config(data), progress=False)
+    with pytest.raises(ValueError, match="ZCA"):
+        texture.texture_config("cifar10-mini", 1, "smoke", zca=True)
+    assert texture.texture_config("cifar10", 1, "paper").zca is False  # the paper's CIFAR-10 ipc 1 whitens
+
+
+def _fake_expert_file(folder, data, model_kwargs):
+    """A valid expert file for the smoke model (its snapshots are random: enough to run the loop)."""
+    from mttlib.experts import ExpertConfig
+    from mttlib.io import atomic_save
+    from mttlib.models import FunctionalModel, make_model
+
+    torch.manual_seed(0)
+    flat = FunctionalModel(make_model("convnet", 3, data.num_classes, data.image_size, **model_kwargs)).flatten()
+    snaps = torch.stack([flat, flat + 0.01 * torch.randn_like(flat), flat + 0.02 * torch.randn_like(flat)])
+    config = ExpertConfig(dataset=data.name, model="convnet", model_kwargs=model_kwargs, epochs=2)
+    meta = {"format": "mttlib-expert", "format_version": 1, "index": 0, "epochs": 2, "numel": flat.numel(),
+            "config": config.to_dict()}
+    atomic_save({"snapshots": snaps.float(), "meta": meta}, folder / "expert_00000.pt")
+
+
+def test_cli_distills_and_exports_textures(tmp_path, capsys):
+    from PIL import Image
+
+    from mttlib.data import load_dataset
+    from mttlib.presets import get_preset
+
+    data = load_dataset("cifar10-mini")
+    _fake_expert_file(tmp_path, data, get_preset("cifar10-mini", 1, "smoke").model_kwargs)
+    run = tmp_path / "run"
+    args = ["distill", "--dataset", "cifar10-mini", "--ipc", "1", "--classes", "0,bird,8", "--canvas-size", "2",
+            "--canvas-samples", "2", "--preset", "smoke", "--experts", str(tmp_path), "--out", str(run),
+            "--iterations", "2", "--strategy", "unroll", "--no-progress"]
+    assert texture.cli(args) == 0
+    assert "seam ratio" in capsys.readouterr().out
+    tex = texture.load_textures(run)
+    assert tex["images"].shape == (3, 3, 64, 64) and tex["labels"].tolist() == [0, 2, 8]
+    assert tex["config"]["strategy"] == "unroll" and tex["config"]["iterations"] == 2
+    assert texture.cli(["export", str(run), "--upscale", "2"]) == 0
+    for name in ("airplane", "bird", "ship"):
+        assert Image.open(run / "png" / f"{name}_tile.png").size == (128, 128)
+        assert Image.open(run / "png" / f"{name}_tiled.png").size == (384, 384)
+    assert Image.open(run / "png" / "sheet.png").size == (((64 + 2) * 3 + 2) * 2, (64 + 2 + 2) * 2)
+    assert not (run / "png" / "cat_tile.png").exists()
+    # resuming with more iterations continues the run; a missing experts folder is a clear error
+    assert texture.cli(args[:-5] + ["--iterations", "3", "--strategy", "recompute", "--no-progress", "--resume"]) == 0
+    assert texture.load_textures(run)["iteration"] == 3
+    assert texture.cli(args[:14] + [str(tmp_path / "none"), "--out", str(tmp_path / "other")]) == 2
+    assert "Train experts" in capsys.readouterr().err
+
+
+def small_real_data(per_class: int = 100):
+    """Three classes of the embedded CIFAR-10 subset at 16 px (2x2 average pooling): real images, tiny cost."""
+    import torch.nn.functional as F
+
+    from mttlib.data import ImageData, load_dataset
+
+    full = load_dataset("cifar10-mini")
+    keep = [0, 1, 6]  # airplane, automobile, frog
+    idx = torch.cat([(full.train_labels == c).nonzero().flatten()[:per_class] for c in keep])
+    images = F.avg_pool2d(full.train_images[idx].float(), 2).round().to(torch.uint8)
+    labels = torch.tensor([keep.index(int(c)) for c in full.train_labels[idx]])
+    return ImageData(name="cifar10-mini-16px", train_images=images, train_labels=labels, test_images=images[:30],
+                     test_labels=labels[:30], classes=[full.classes[c] for c in keep], mean=full.mean, std=full.std)
+
+
+def test_texture_mode_tiles_where_crops_without_wrap_around_leave_seams():
+    """The seam test: the same canvases distilled with and without wrap-around crops.
+
+    The control differs from texture mode in one thing only: its crops stay inside the canvas
+    (same noise init, experts, hyper-parameters, iterations and random draws of expert, start
+    epoch and DSA). Its border is then reached by few crops (a corner pixel by 1 of 17 x 17
+    offsets), so it keeps its starting noise while the inside changes: a faint frame that shows
+    as a grid when tiled, and a seam ratio well below 1. Texture mode treats every pixel alike.
+    Measured over seeds 0-9 (3 canvases each): texture ratios 0.90-1.11 per canvas, control means
+    0.64-0.72; mean seam score texture 0.035-0.088, control 0.34-0.44 (texture/control at most
+    0.24); border-ring change over core change texture 0.92-1.05, control 0.27-0.36.
+    """
+    from mttlib.distill import DistillConfig
+
+    data = small_real_data()
+    model_kwargs = {"width": 8, "depth": 2}
+    experts = tiny_experts(data, epochs=3, steps_per_epoch=10, lr=0.1, model_kwargs=model_kwargs)
+    config = DistillConfig(dataset=data.name, ipc=1, model="convnet", model_kwargs=model_kwargs, syn_steps=5,
+                           expert_epochs=2, max_start_epoch=2, lr_img=10000.0, lr_lr=1e-6, lr_teacher=0.01,
+                           iterations=30, seed=0, init="noise")
+    start, _ = init_canvases(data, 1, 2, "noise", torch.Generator().manual_seed(0))
+    runs = {wrap: texture.distill_textures(data, experts, None, config=config, canvas_samples=2, wrap=wrap,
+                                           progress=False).images for wrap in (True, False)}
+    tex, control = runs[True], runs[False]
+    assert all(0.85 < float(r) < 1.2 for r in seam_ratio(tex))
+    assert float(seam_ratio(control).mean()) < 0.8
+    assert float(seam_score(tex).mean()) < 0.5 * float(seam_score(control).mean())
+    # the mechanism: without wrap-around the outer ring of pixels hardly moves from its start
+    ring = torch.ones(32, 32, dtype=torch.bool)
+    ring[2:-2, 2:-2] = False
+
+    def ring_over_core(canvases):
+        change = (canvases - start).abs().mean((0, 1))
+        return float(change[ring].mean() / change[~ring].mean())
+
+    assert 0.7 < ring_over_core(tex) < 1.3
+    assert ring_over_core(control) < 0.5
+
+
+def test_class_subset_relabels_and_keeps_normalisation():
+    data = tiny_data()
+    sub = texture.class_subset(data, [2, "class 0"])
+    assert sub.classes == ["class 2", "class 0"] and sub.mean == data.mean and sub.std == data.std
+    assert len(sub.train_images) == 12 and len(sub.test_images) == 4
+    for image, label in zip(sub.train_images, sub.train_labels.tolist()):
+        original = [i for i in range(len(data.train_images)) if torch.equal(data.train_images[i], image)]
+        assert [2, 0][label] == int(data.train_labels[original[0]])
+    with pytest.raises(ValueError, match="ZCA"):
+        texture.class_subset(tiny_data(zca=True), [0])
+
+
+def test_evaluate_textures_of_some_classes_is_a_task_on_those_classes():
+    data = tiny_data()
+    canvases, labels = init_canvases(data, per_class=1, canvas_size=2, generator=torch.Generator().manual_seed(0),
+                                     classes=[2, 0])
+    kw = dict(epochs=1, num_runs=1, device="cpu", progress=False, model_kwargs={"depth": 1, "width": 8})
+    results = texture.evaluate_textures(canvases, labels, data, lr=0.02, **kw)
+    for result in results.values():
+        assert result.config["eval_classes"] == ["class 0", "class 2"]
+        assert result.config["eval_size"] == 4 and result.config["num_images"] == 2
+    everything = texture.evaluate_textures(canvases, labels, data, lr=0.02, classes="all", baselines=(), **kw)
+    assert everything["textures"].config["eval_size"] == 6
+    with pytest.raises(ValueError, match="outside"):
+        texture.evaluate_textures(canvases, labels, data, lr=0.02, classes=[0, 1], **kw)
+
+
+def test_crop_windows_figure_shows_the_tiling_and_the_crops():
+    canvas = torch.rand(3, 16, 16)
+    fig = viz.crop_windows_figure(canvas, [(0, 0), (12, 10)], 8)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    assert fig.axes[0].images[0].get_array().shape[:2] == (32, 32)  # the 2 x 2 tiling
+    assert len(fig.axes[0].patches) == 2
+    crop = torch.from_numpy(np.asarray(fig.axes[2].images[0].get_array())).permute(2, 0, 1)
+    expected = toroidal_crop(canvas[None], torch.tensor([[12, 10]]), 8)[0]
+    torch.testing.assert_close(crop.float(), expected)
+    assert "wraps" in fig.axes[2].get_title() and "wraps" not in fig.axes[1].get_title()
