@@ -66,6 +66,10 @@ def child(spec: dict) -> dict:
     from mttlib.experts import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
+    if spec.get("keep_freed_memory"):
+        from mttlib.distill import keep_freed_memory
+
+        keep_freed_memory()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -104,6 +108,7 @@ def child(spec: dict) -> dict:
             "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
             "estimate_mb": round(estimate / 2**20, 1), "threads": torch.get_num_threads(),
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "keep_freed_memory": bool(spec.get("keep_freed_memory")),
             "torch": torch.__version__}
 
 
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None,
                    help="timed iterations per configuration (default 3 at ipc 1, 2 above)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="as `python -m mttlib distill` does on the CPU: glibc keeps freed memory (fewer page faults)")
     p.add_argument("--no-ipc50", action="store_true", help="skip CIFAR-10 ipc 50, 30 steps, recompute, 1 iteration")
     p.add_argument("--device", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -124,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(json.loads(args.child))), flush=True)
         return 0
     specs = [dict(ipc=ipc, syn_steps=steps, strategy=strategy, width=args.width,
-                  iters=args.iters or (3 if ipc == 1 else 2), device=args.device, threads=args.threads)
+                  iters=args.iters or (3 if ipc == 1 else 2), device=args.device, threads=args.threads,
+                  keep_freed_memory=args.keep_freed_memory)
              for ipc in args.ipc for steps in args.steps for strategy in args.strategies]
     if not args.no_ipc50:
         specs.append(dict(ipc=50, syn_steps=30, strategy="recompute", width=args.width, iters=1, device=args.device,
-                          threads=args.threads))
+                          threads=args.threads, keep_freed_memory=args.keep_freed_memory))
     failed = 0
     for spec in specs:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],

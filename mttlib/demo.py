@@ -47,7 +47,7 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
         try:
             pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
                                 kernel_name="python3", cwd=str(folder), progress_bar=False,
-                                execution_timeout=cell_timeout)
+                                execution_timeout=cell_timeout, start_timeout=240)
         except PapermillExecutionError as err:
             print(" FAILED")
             raise SystemExit(

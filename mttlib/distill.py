@@ -17,12 +17,19 @@ Step 5 is :func:`meta_gradient`, with two exact strategies:
 * ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
   step, rebuilding one step's graph at a time and carrying the adjoint
   ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
-  round-off, memory flat in ``syn_steps``. The augmentation randomness of every step is drawn up
-  front (a *plan* per step) and replayed.
+  round-off, memory flat in ``syn_steps``, about 1.25-1.5x the time. The augmentation randomness
+  of every step is drawn up front (a *plan* per step) and replayed.
+
+A run's ``strategy="auto"`` (the default) takes ``unroll`` when its estimated memory
+(:func:`estimate_memory`) fits in a quarter of the device's memory, else ``recompute``.
 
 The loop (:class:`Distiller`, :func:`distill`) writes a run folder that survives being killed:
 ``config.json``, ``checkpoint.pt`` (everything needed to continue bit for bit), ``distilled.pt``,
 ``metrics.jsonl`` and ``snapshots/`` for an animation (:func:`mttlib.viz.distillation_gif`).
+
+Follow-ups beyond the paper -- TESLA's and DATM's soft labels, DATM's difficulty-aligned start
+epochs and FTD's moving average of the images -- are options of :class:`DistillConfig`, all off
+by default; :mod:`mttlib.followups` explains them.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
@@ -69,11 +78,14 @@ __all__ = [
     "load_distilled",
     "load_snapshots",
     "estimate_memory",
+    "choose_strategy",
+    "keep_freed_memory",
     "step_activation_bytes",
     "cli",
 ]
 
 STRATEGIES = ("unroll", "recompute")
+INITS = ("real", "noise", "real-correct")
 CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
 DISTILLED_FORMAT = "mttlib.distill.distilled/1"
 
@@ -86,8 +98,19 @@ class DistillConfig:
     """Everything that defines a distillation run (see :mod:`mttlib.presets` for the values).
 
     ``batch_syn=None`` uses every synthetic image in every student step. ``dsa_strategy=None``
-    takes the dataset's (no flips for digits). ``checkpoint_every`` and ``snapshot_every`` are in
+    takes the dataset's (no flips for digits). ``strategy="auto"`` picks ``unroll`` (faster) when
+    its estimated memory fits in a quarter of the device's memory, else ``recompute`` (see
+    :func:`choose_strategy`); both give the same gradients. ``checkpoint_every`` and ``snapshot_every`` are in
     iterations; the last iteration always writes both.
+
+    Follow-ups (:mod:`mttlib.followups`; the defaults are the paper's plain MTT):
+    ``soft_labels`` ``"none"``, ``"fixed"`` (TESLA: the expert ``label_expert``'s softmax at snapshot
+    ``label_epoch``, default ``max_start_epoch``) or ``"learn"`` (DATM: learned logits, SGD with
+    momentum 0.9 at ``lr_label``); ``min_start_epoch``, ``max_start_epoch_end`` and
+    ``start_epoch_rise`` (DATM: start epochs from ``[min_start_epoch, upper)``, ``upper`` rising
+    from ``max_start_epoch`` to ``max_start_epoch_end`` over ``start_epoch_rise`` iterations);
+    ``init="real-correct"`` (DATM: real images that expert ``label_expert`` at ``label_epoch``
+    classifies correctly); ``ema_decay`` (FTD: a moving average of the images, ``None`` for none).
     """
 
     dataset: str
@@ -104,16 +127,26 @@ class DistillConfig:
     lr_teacher: float = 0.01
     iterations: int = 5000
     init: str = "real"
-    strategy: str = "recompute"
+    strategy: str = "auto"
     dsa: bool = True
     dsa_strategy: str | None = None
     seed: int = 0
     checkpoint_every: int = 100
     snapshot_every: int = 100
     preset: str = ""
+    # follow-ups beyond the paper (mttlib.followups); the defaults are plain MTT
+    soft_labels: str = "none"
+    lr_label: float = 2.0
+    label_epoch: int | None = None
+    label_expert: int = 0
+    min_start_epoch: int = 0
+    max_start_epoch_end: int | None = None
+    start_epoch_rise: int = 0
+    ema_decay: float | None = None
 
     # fields that may change when a run is resumed (they do not change what was computed so far)
-    TUNABLE = ("iterations", "lr_img", "lr_lr", "strategy", "checkpoint_every", "snapshot_every", "preset")
+    TUNABLE = ("iterations", "lr_img", "lr_lr", "lr_label", "strategy", "checkpoint_every", "snapshot_every",
+               "preset")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -134,10 +167,13 @@ class DistillConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        if self.init not in ("real", "noise"):
-            raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
+        if self.strategy not in STRATEGIES + ("auto",):
+            raise ValueError(f"strategy must be 'auto' or one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        from mttlib.followups import validate_config
+
+        validate_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -243,22 +279,31 @@ def class_major_labels(num_classes: int, ipc: int, device: str | torch.device | 
 
 
 def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: torch.Generator | None = None,
-                   device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
+                   device: str | torch.device | None = None, eligible: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Starting synthetic images and labels ``(images, labels)``, class-major.
 
     ``init="real"`` picks ``ipc`` distinct random training images of each class (preprocessed:
     normalised, and ZCA-whitened when the data has ZCA); ``init="noise"`` draws a standard normal
-    in that same preprocessed space.
+    in that same preprocessed space. ``eligible`` (boolean ``[N]`` over the training images)
+    restricts the real picks to those images; a class with fewer than ``ipc`` eligible images
+    picks from all of its images (``init="real-correct"`` passes the images an expert classifies
+    correctly).
     """
     labels = class_major_labels(data.num_classes, ipc)
     shape = (data.num_classes * ipc, data.channels, data.image_size, data.image_size)
     if init == "noise":
         images = torch.randn(shape, generator=generator)
-    elif init == "real":
+    elif init in ("real", "real-correct"):
         picks = []
         train_labels = data.train_labels.cpu()
         for c in range(data.num_classes):
             pool = (train_labels == c).nonzero().flatten()
+            if eligible is not None:
+                if int(eligible[pool].sum()) >= ipc:
+                    pool = pool[eligible[pool]]
+                else:
+                    warnings.warn(f"class {c}: fewer than ipc={ipc} eligible (correctly classified) training "
+                                  f"images; it starts from any of its images", RuntimeWarning, stacklevel=2)
             if len(pool) < ipc:
                 name = data.classes[c] if c < len(data.classes) else c
                 raise ValueError(f"class {name!r} has only {len(pool)} training images but ipc={ipc}; "
@@ -266,7 +311,7 @@ def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: tor
             picks.append(pool[torch.randperm(len(pool), generator=generator)[:ipc]])
         images = data.preprocess(data.train_images[torch.cat(picks)]).float().cpu()
     else:
-        raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
     return images.to(device), labels.to(device)
 
 
@@ -279,7 +324,12 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
 
 
 def _step_grad(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
-    loss = F.cross_entropy(fm(theta, x), y)
+    if y.is_floating_point():  # soft labels: y are label logits, the target is softmax(y)
+        from mttlib.followups import soft_cross_entropy
+
+        loss = soft_cross_entropy(fm(theta, x), F.softmax(y, dim=1))
+    else:
+        loss = F.cross_entropy(fm(theta, x), y)
     return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 
 
@@ -287,6 +337,10 @@ def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic:
                   syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
                   strategy: str = "recompute") -> tuple[Tensor, Tensor, Tensor]:
     """The matching loss of one iteration and its gradients ``(loss, grad_images, grad_syn_lr)``.
+
+    ``labels`` are class indices (int64 ``[N]``), or float label *logits* ``[N, num_classes]``
+    (soft labels, :mod:`mttlib.followups`): the student then trains with soft cross-entropy
+    against ``softmax(labels)`` and a fourth result, ``grad_labels``, is returned.
 
     The student starts at ``start`` and takes ``len(plans)`` SGD steps with step size ``syn_lr``
     on ``source.batch(synthetic, labels, plan)``; the loss compares where it ends with
@@ -303,6 +357,8 @@ def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic:
                          f"shapes {tuple(start.shape)} and {tuple(target.shape)}")
     lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
     start, target = start.detach(), target.detach()
+    if labels.is_floating_point():
+        labels = labels.detach().to(synthetic.dtype).requires_grad_(True)
     with torch.enable_grad():
         if strategy == "unroll":
             return _unroll(fm, start, target, synthetic.detach(), labels, lr, plans, source)
@@ -317,6 +373,9 @@ def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
         xb, yb = source.batch(x, labels, plan)
         theta = theta - lr * _step_grad(fm, theta, xb, yb, create_graph=True)
     loss = matching_loss(theta, start, target)
+    if labels.requires_grad:
+        grad_x, grad_lr, grad_y = torch.autograd.grad(loss, [x, lr, labels])
+        return loss.detach(), grad_x, grad_lr, grad_y
     grad_x, grad_lr = torch.autograd.grad(loss, [x, lr])
     return loss.detach(), grad_x, grad_lr
 
@@ -329,7 +388,7 @@ def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, la
     plan: the forward half of :func:`meta_gradient`, for plotting where a student goes.
     """
     lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
-    synthetic = synthetic.detach()
+    synthetic, labels = synthetic.detach(), labels.detach()
     thetas = [start.detach()]
     with torch.enable_grad():
         for plan in plans:
@@ -351,17 +410,25 @@ def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
     x = synthetic.requires_grad_(True)
     grad_x = torch.zeros_like(synthetic)
     grad_lr = torch.zeros((), dtype=synthetic.dtype, device=synthetic.device)
+    soft = labels.requires_grad  # learnable label logits: accumulate their gradient like the pixels'
+    grad_y = torch.zeros_like(labels) if soft else None
     for i in range(len(plans) - 1, -1, -1):
         theta = thetas[i].requires_grad_(True)
         xb, yb = source.batch(x, labels, plans[i])
         g = _step_grad(fm, theta, xb, yb, create_graph=True)
         gl = torch.dot(g, lam)
-        h_theta, h_x = torch.autograd.grad(gl, [theta, x])
+        if soft:
+            h_theta, h_x, h_y = torch.autograd.grad(gl, [theta, x, labels])
+            grad_y.sub_(h_y, alpha=float(lr))  # ∂/∂y = -lr ∂g_i/∂y, like the pixels
+        else:
+            h_theta, h_x = torch.autograd.grad(gl, [theta, x])
         # θ_{i+1} = θ_i - lr g_i(θ_i, x):  ∂/∂lr = -g_i,  ∂/∂x = -lr ∂g_i/∂x,  ∂/∂θ_i = I - lr H_i
         grad_lr -= gl.detach()
         grad_x.sub_(h_x, alpha=float(lr))
         lam = lam - lr * h_theta
         thetas[i] = None  # free as we go
+    if soft:
+        return loss.detach(), grad_x, grad_lr, grad_y
     return loss.detach(), grad_x, grad_lr
 
 
@@ -382,10 +449,14 @@ class ExpertSampler:
         self.num_experts, self.max_start_epoch = int(num_experts), int(max_start_epoch)
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def sample(self) -> tuple[int, int]:
-        """The next ``(expert index, start epoch)``."""
+    def sample(self, low: int = 0, high: int | None = None) -> tuple[int, int]:
+        """The next ``(expert index, start epoch)``, the start epoch from ``[low, high)`` (default
+        ``[0, max_start_epoch)``; a start-epoch schedule passes its current window)."""
+        high = self.max_start_epoch if high is None else int(high)
+        if not 0 <= low < high:
+            raise ValueError(f"need 0 <= low < high for the start epochs, got [{low}, {high})")
         expert = int(torch.randint(self.num_experts, (1,), generator=self.generator))
-        start = int(torch.randint(self.max_start_epoch, (1,), generator=self.generator))
+        start = int(low) + int(torch.randint(high - int(low), (1,), generator=self.generator))
         return expert, start
 
     def state_dict(self) -> dict[str, Any]:
@@ -440,11 +511,13 @@ class Distiller:
                              "or `python -m mttlib experts`)")
         self.experts = list(experts)
         shortest = min(t.epochs for t in self.experts)
-        need = config.max_start_epoch - 1 + config.expert_epochs
+        highest = config.max_start_epoch_end or config.max_start_epoch
+        need = highest - 1 + config.expert_epochs
         if need > shortest:
-            raise ValueError(f"max_start_epoch={config.max_start_epoch} with expert_epochs={config.expert_epochs} "
+            name = "max_start_epoch" if config.max_start_epoch_end is None else "max_start_epoch_end"
+            raise ValueError(f"{name}={highest} with expert_epochs={config.expert_epochs} "
                              f"needs trajectories of at least {need} epochs, but the shortest expert has "
-                             f"{shortest}: lower max_start_epoch or expert_epochs, or train longer experts")
+                             f"{shortest}: lower {name} or expert_epochs, or train longer experts")
         meta_cfg = self.experts[0].meta.get("config", {}) if isinstance(self.experts[0].meta, dict) else {}
         if "zca" in meta_cfg and bool(meta_cfg["zca"]) != bool(config.zca):
             raise ValueError(f"the experts were trained with zca={meta_cfg['zca']} but this run has "
@@ -460,17 +533,49 @@ class Distiller:
         self.fm = FunctionalModel(model)
 
         init_seed, loop_seed, sampler_seed = _seeds(config.seed)
+        label_epoch = config.max_start_epoch if config.label_epoch is None else config.label_epoch
+        uses_expert = config.soft_labels != "none" or config.init == "real-correct"
+        if uses_expert and (config.label_expert >= len(self.experts) or label_epoch > shortest):
+            raise ValueError(f"label_expert={config.label_expert} / label_epoch={label_epoch} name no snapshot: "
+                             f"there are {len(self.experts)} experts of at least {shortest} epochs")
         if init is None:
+            eligible = None
+            if config.init == "real-correct":
+                from mttlib.followups import correctly_classified
+
+                eligible = correctly_classified(self.fm, self.experts[config.label_expert][label_epoch], data,
+                                                device=self.device)
             images, labels = init_synthetic(data, config.ipc, config.init,
-                                            torch.Generator().manual_seed(init_seed))
+                                            torch.Generator().manual_seed(init_seed), eligible=eligible)
         else:
+            if config.soft_labels != "none" or config.init == "real-correct":
+                raise ValueError(f"soft_labels={config.soft_labels!r} and init={config.init!r}: soft labels and "
+                                 f"the real-correct init need ordinary synthetic images (experts' outputs on "
+                                 f"them); they are not available with given starting images (texture mode)")
             images, labels = init
         self.images = images.detach().to(self.device, dtype).clone().requires_grad_(True)
         self.labels = labels.detach().to(self.device, torch.long).clone()
+        self.label_logits: Tensor | None = None  # soft labels (followups): TESLA's fixed or DATM's learned
+        self.opt_label: torch.optim.Optimizer | None = None
+        if config.soft_labels != "none":
+            from mttlib.followups import initial_label_logits
+
+            if tuple(self.images.shape[-2:]) != (data.image_size, data.image_size):
+                raise ValueError("soft labels need synthetic images of the experts' input size")
+            self.label_logits = initial_label_logits(config, self.fm, self.experts, self.images, self.labels)
+            if config.soft_labels == "learn":
+                self.label_logits.requires_grad_(True)
+                self.opt_label = torch.optim.SGD([self.label_logits], lr=config.lr_label, momentum=0.9)
+        self.images_ema = self.images.detach().clone() if config.ema_decay is not None else None
         if source is None:
             dsa = (DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None)
             source = ImageBatchSource(self.images.shape[0], tuple(self.images.shape[-2:]), config.batch_syn, dsa)
         self.source = source
+        self.strategy = config.strategy
+        if self.strategy == "auto":
+            batch = min(config.batch_syn or self.images.shape[0], self.images.shape[0])
+            self.strategy = choose_strategy(model, batch, (data.channels, data.image_size, data.image_size),
+                                            config.syn_steps, self.device)
         self.syn_lr = torch.tensor(float(config.lr_teacher), device=self.device, dtype=dtype, requires_grad=True)
         self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
         self.opt_lr = torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=0.5)
@@ -492,7 +597,9 @@ class Distiller:
 
     def draw(self) -> Draw:
         """The randomness of the next iteration (advances the sampler and the loop generator)."""
-        expert, start = self.sampler.sample()
+        from mttlib.followups import start_epoch_bounds
+
+        expert, start = self.sampler.sample(*start_epoch_bounds(self.config, self.iteration))
         return Draw(expert, start, self.source.plans(self.config.syn_steps, self.generator))
 
     def segment(self, draw: Draw) -> tuple[Tensor, Tensor]:
@@ -511,9 +618,12 @@ class Distiller:
         began = time.perf_counter()
         draw = self.draw()
         start, target = self.segment(draw)
-        loss, grad_images, grad_lr = meta_gradient(self.fm, start, target, self.images, self.labels, self.syn_lr,
-                                                   draw.plans, self.source, self.config.strategy)
+        labels = self.labels if self.label_logits is None else self.label_logits
+        loss, grad_images, grad_lr, *grad_labels = meta_gradient(self.fm, start, target, self.images, labels,
+                                                                 self.syn_lr, draw.plans, self.source, self.strategy)
         lr_used = float(self.syn_lr.detach())
+        if self.opt_label is not None and not torch.isfinite(grad_labels[0]).all():
+            grad_lr = torch.full_like(grad_lr, math.nan)  # reported as a non-finite gradient below
         if not (torch.isfinite(loss) and torch.isfinite(grad_lr) and torch.isfinite(grad_images).all()):
             what = "loss" if not torch.isfinite(loss) else "gradient"
             raise DistillationDiverged(
@@ -525,8 +635,20 @@ class Distiller:
         self.opt_img.step()
         self.opt_lr.step()
         self.images.grad = self.syn_lr.grad = None
+        if self.opt_label is not None:  # DATM: the label logits learn too
+            self.label_logits.grad = grad_labels[0]
+            self.opt_label.step()
+            self.label_logits.grad = None
+        if self.images_ema is not None:  # FTD: moving average of the images
+            from mttlib.followups import ema_update
+
+            ema_update(self.images_ema, self.images, self.config.ema_decay)
         with torch.no_grad():
             self.last_jump = float((self.images - before).norm() / before.norm().clamp_min(1e-12))
+        if self.opt_label is not None and not torch.isfinite(self.label_logits).all():
+            raise DistillationDiverged(
+                f"the soft-label logits became non-finite at iteration {self.iteration}: lr_label="
+                f"{self.config.lr_label:g} is too high (try 10x lower).")
         if not torch.isfinite(self.images).all():
             raise DistillationDiverged(
                 f"the synthetic pixels became non-finite at iteration {self.iteration}: lr_img="
@@ -538,6 +660,10 @@ class Distiller:
         record = {"iteration": self.iteration, "loss": float(loss), "syn_lr": lr_used,
                   "start_epoch": draw.start_epoch, "expert": draw.expert,
                   "seconds": time.perf_counter() - began}
+        if self.config.max_start_epoch_end is not None:
+            from mttlib.followups import start_epoch_bounds
+
+            record["start_upper"] = start_epoch_bounds(self.config, self.iteration)[1]
         self.iteration += 1
         self.metrics.append(record)
         return record
@@ -561,7 +687,18 @@ class Distiller:
             "sampler": self.sampler.state_dict(),
             "metrics": [dict(m) for m in self.metrics],
             "config": self.config.to_dict(),
+            **self._followup_state(),
         }
+
+    def _followup_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}  # nothing when the follow-ups are off: the checkpoint stays as it was
+        if self.label_logits is not None:
+            out["label_logits"] = self.label_logits.detach().cpu().clone()
+        if self.opt_label is not None:
+            out["opt_label"] = _to_cpu(self.opt_label.state_dict())
+        if self.images_ema is not None:
+            out["images_ema"] = self.images_ema.detach().cpu().clone()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`; the learning rates of ``self.config`` win."""
@@ -577,8 +714,21 @@ class Distiller:
         self.labels = state["labels"].to(self.device)
         self.opt_img.load_state_dict(state["opt_img"])
         self.opt_lr.load_state_dict(state["opt_lr"])
-        for opt, lr in ((self.opt_img, self.config.lr_img), (self.opt_lr, self.config.lr_lr)):
-            for group in opt.param_groups:
+        for key, have in (("label_logits", self.label_logits), ("opt_label", self.opt_label),
+                          ("images_ema", self.images_ema)):
+            if (have is None) != (key not in state):
+                raise ValueError(f"the checkpoint {'lacks' if have is not None else 'holds'} {key}: it was made "
+                                 f"with other follow-up options (soft_labels, ema_decay); resume with the same")
+        with torch.no_grad():
+            if self.label_logits is not None:
+                self.label_logits.copy_(state["label_logits"].to(self.device, self.dtype))
+            if self.images_ema is not None:
+                self.images_ema.copy_(state["images_ema"].to(self.device, self.dtype))
+        if self.opt_label is not None:
+            self.opt_label.load_state_dict(state["opt_label"])
+        for opt, lr in ((self.opt_img, self.config.lr_img), (self.opt_lr, self.config.lr_lr),
+                        (self.opt_label, self.config.lr_label)):
+            for group in (opt.param_groups if opt is not None else []):
                 group["lr"] = lr
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"].get("cuda") is not None and torch.cuda.is_available():
@@ -612,6 +762,9 @@ class DistillResult:
     metrics: list[dict[str, Any]]
     config: DistillConfig
     out_dir: Path | None = None
+    soft_labels: Tensor | None = None  # [N, classes] probabilities, when the run used soft labels
+    label_logits: Tensor | None = None  # their logits (soft_labels = softmax(label_logits))
+    images_ema: Tensor | None = None  # the moving average of the images, when ema_decay was set
 
 
 def _versions() -> dict[str, str]:
@@ -621,9 +774,22 @@ def _versions() -> dict[str, str]:
 
 
 def _distilled(distiller: Distiller) -> dict[str, Any]:
-    return {"format": DISTILLED_FORMAT, "images": distiller.images.detach().cpu().clone(),
-            "labels": distiller.labels.cpu().clone(), "syn_lr": float(distiller.syn_lr.detach()),
-            "iteration": distiller.iteration, "config": distiller.config.to_dict()}
+    out = {"format": DISTILLED_FORMAT, "images": distiller.images.detach().cpu().clone(),
+           "labels": distiller.labels.cpu().clone(), "syn_lr": float(distiller.syn_lr.detach()),
+           "iteration": distiller.iteration, "config": distiller.config.to_dict()}
+    out.update(_followup_outputs(distiller))
+    return out
+
+
+def _followup_outputs(distiller: Distiller) -> dict[str, Tensor]:
+    """``soft_labels`` (probabilities), ``label_logits`` and ``images_ema``, where the run has them."""
+    out = {}
+    if distiller.label_logits is not None:
+        out["label_logits"] = distiller.label_logits.detach().cpu().clone()
+        out["soft_labels"] = F.softmax(out["label_logits"].float(), dim=1)
+    if distiller.images_ema is not None:
+        out["images_ema"] = distiller.images_ema.detach().cpu().clone()
+    return out
 
 
 def _snapshot(distiller: Distiller, out: Path) -> None:
@@ -635,8 +801,10 @@ def _snapshot(distiller: Distiller, out: Path) -> None:
 
 def _check_resumable(saved: dict[str, Any], config: DistillConfig, path: Path) -> None:
     now = config.to_dict()
-    differ = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-              if k not in DistillConfig.TUNABLE and saved.get(k) != now[k]]
+    # a field the saved run did not have yet had its default (runs made before the follow-ups)
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig) if f.default is not dataclasses.MISSING}
+    differ = [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in now
+              if k not in DistillConfig.TUNABLE and saved.get(k, defaults.get(k)) != now[k]]
     if differ:
         raise ValueError(f"cannot resume {path}: the run was made with a different configuration "
                          f"({'; '.join(differ)}). Resume with the same settings (only "
@@ -678,7 +846,7 @@ def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageDat
                   "experts": {"count": len(experts), "epochs": [t.epochs for t in experts],
                               "config": experts[0].meta.get("config") if isinstance(experts[0].meta, dict) else None},
                   "seeds": dict(zip(("init", "loop", "sampler"), _seeds(config.seed)), seed=config.seed),
-                  "device": str(distiller.device), "strategy": config.strategy, "versions": _versions(),
+                  "device": str(distiller.device), "strategy": distiller.strategy, "versions": _versions(),
                   "batch_source": repr(distiller.source), **(extra_config or {})}
         if resumed:
             record["resumed_from_iteration"] = distiller.iteration
@@ -722,7 +890,7 @@ def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageDat
             bar.close()
     return DistillResult(images=distiller.images.detach().clone(), labels=distiller.labels.clone(),
                          syn_lr=float(distiller.syn_lr.detach()), metrics=list(distiller.metrics), config=config,
-                         out_dir=out)
+                         out_dir=out, **_followup_outputs(distiller))
 
 
 def _ckpt_iteration(path: Path) -> int | str:
@@ -821,12 +989,57 @@ def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], sy
     return int(_RECOMPUTE_STEPS * step + (syn_steps + 2) * param_bytes + images)
 
 
+def _device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a small laptop
+        return 8 * 2**30
+
+
+def choose_strategy(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int,
+                    device: str | torch.device | None = None, budget: float = 0.25) -> str:
+    """``"unroll"`` if its :func:`estimate_memory` fits in ``budget`` of the device's total memory
+    (RAM for the CPU), else ``"recompute"``. Deterministic on a given machine, so a resumed run
+    makes the same choice."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    need = estimate_memory(model, batch, image_shape, syn_steps, "unroll")
+    return "unroll" if need <= budget * _device_memory(device) else "recompute"
+
+
 # --- command line ------------------------------------------------------------------------------
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
+
+    Every distillation iteration allocates and frees the same large activation buffers; by
+    default glibc hands blocks above 128 KiB-32 MiB back to the kernel, which then zero-fills
+    fresh pages on the next iteration (millions of page faults: a quarter of the CPU time of a
+    CIFAR-10 iteration on a 2-core machine). This raises the thresholds for the whole process,
+    so the command line calls it and a library call does not. Returns False where it does not
+    apply (not Linux/glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
+
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
-             "iterations", "init", "strategy", "seed", "checkpoint_every", "snapshot_every")
+             "iterations", "init", "strategy", "seed", "checkpoint_every", "snapshot_every",
+             "soft_labels", "lr_label", "label_epoch", "label_expert", "min_start_epoch", "max_start_epoch_end",
+             "start_epoch_rise", "ema_decay")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
@@ -843,7 +1056,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="run folder (default <runs>/distill/<dataset>-ipc<N>-<preset>)")
     p.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
     p.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
-    p.add_argument("--strategy", choices=STRATEGIES, default=None, help="meta-gradient strategy (default recompute)")
+    p.add_argument("--strategy", choices=STRATEGIES + ("auto",), default=None,
+                   help="meta-gradient strategy (default auto: unroll if it fits in a quarter of the memory)")
     p.add_argument("--iterations", type=int, default=None, help="distillation iterations")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -853,7 +1067,23 @@ def cli(argv: list[str]) -> int:
                       ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
                       ("checkpoint-every", int), ("snapshot-every", int)):
         p.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
-    p.add_argument("--init", choices=("real", "noise"), default=None, help="override the preset's init")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="override the preset's init (real-correct: real images an expert classifies correctly)")
+    f = p.add_argument_group("follow-ups beyond the paper (mttlib.followups; all off by default)")
+    f.add_argument("--followup", action="append", default=[], metavar="NAME",
+                   help="apply a follow-up bundle of mttlib.presets.FOLLOWUPS (tesla, datm-labels, datm-schedule, "
+                        "datm, ftd-ema); repeat to combine; single options below win over it")
+    f.add_argument("--soft-labels", choices=("none", "fixed", "learn"), default=None,
+                   help="fixed: TESLA's expert soft labels; learn: DATM's learned label logits")
+    for name, typ, text in (("lr-label", float, "learning rate of the learned label logits"),
+                            ("label-epoch", int, "expert snapshot for soft labels and real-correct (default "
+                                                 "max_start_epoch)"),
+                            ("label-expert", int, "expert for TESLA's labels and real-correct (default 0)"),
+                            ("min-start-epoch", int, "lowest start epoch (DATM)"),
+                            ("max-start-epoch-end", int, "upper start epoch at the end of the rise (DATM)"),
+                            ("start-epoch-rise", int, "iterations over which the upper start epoch rises"),
+                            ("ema-decay", float, "keep a moving average of the images with this decay (FTD)")):
+        f.add_argument(f"--{name}", type=typ, default=None, help=text)
     args = p.parse_args(argv)
 
     from mttlib.data import load_dataset
@@ -867,9 +1097,11 @@ def cli(argv: list[str]) -> int:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     try:
-        config = DistillConfig.from_preset(preset, **_overrides(args))
-    except ValueError as err:
-        p.error(str(err))
+        from mttlib.presets import followup_overrides
+
+        config = DistillConfig.from_preset(preset, **{**followup_overrides(args.followup, preset), **_overrides(args)})
+    except (ValueError, KeyError) as err:
+        p.error(str(err.args[0] if isinstance(err, KeyError) else err))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(args.dataset, args.data_root, zca=config.zca)
     config = config.replace(dataset=data.name)
@@ -892,10 +1124,13 @@ def cli(argv: list[str]) -> int:
     print(f"distilling {args.dataset} at ipc {config.ipc} ({preset.name}) from {len(experts)} experts in "
           f"{experts_path} into {out} on {device}")
     print("estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):")
+    chosen = config.strategy if config.strategy != "auto" else choose_strategy(model, batch, shape, config.syn_steps)
     for strategy in STRATEGIES:
         est = estimate_memory(model, batch, shape, config.syn_steps, strategy, num_images=n_images)
-        mark = "  <- this run" if strategy == config.strategy else ""
+        mark = "  <- this run" if strategy == chosen else ""
         print(f"  {strategy:<9} {est / 2**30:7.2f} GiB{mark}")
+    if device == "cpu" or str(device).startswith("cpu"):
+        keep_freed_memory()  # this process only distils: trade returned memory for speed
     try:
         result = distill(config, experts, data, out, device=device, resume=args.resume,
                          progress=not args.no_progress)

@@ -28,6 +28,12 @@ validation split with :func:`split_validation` and evaluate with ``eval_on=val_p
 
 Accuracies are fractions in [0, 1]; ``str(result)`` shows percent. The standard deviation is
 the population one (``numpy.std``), as the paper reports.
+
+Soft labels (float ``[N, num_classes]`` class probabilities, e.g. TESLA's or DATM's, see
+:mod:`mttlib.followups`) train with soft cross-entropy. Such a result is marked
+(``result.labels == "soft"``, and its text says so): the networks learn partly from an expert's
+outputs -- knowledge distillation -- so the number is not comparable with hard-label accuracy.
+:func:`evaluate_soft_and_hard` evaluates the same images both ways, to report them side by side.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ __all__ = [
     "make_run_model",
     "train_and_test",
     "evaluate_set",
+    "evaluate_soft_and_hard",
+    "SOFT_LABEL_NOTE",
     "random_real_subset",
     "evaluate_random_real",
     "evaluate_full_data",
@@ -74,6 +82,8 @@ __all__ = [
 ]
 
 PAPER_EPOCHS = 1000
+SOFT_LABEL_NOTE = ("trained with soft labels: mixes in knowledge distillation from the experts, "
+                   "not comparable with hard-label accuracy")
 DEFAULT_MODELS = ("convnet", "alexnet", "vgg11", "resnet18")
 
 # what `eval_on` accepts: a split name of `data`, another ImageData (its test split), or tensors
@@ -128,11 +138,17 @@ class EvalResult:
     config: dict[str, Any]
     runs: list[RunResult] = field(default_factory=list, repr=False)
 
+    @property
+    def labels(self) -> str:
+        """``"hard"`` (class indices) or ``"soft"`` (class probabilities: see :data:`SOFT_LABEL_NOTE`)."""
+        return str(self.config.get("labels", "hard"))
+
     def __str__(self) -> str:
         k, epochs = len(self.accuracies), self.config.get("epochs", "?")
         model = _pretty(str(self.config.get("model", "network")))
+        soft = f"; {SOFT_LABEL_NOTE}" if self.labels == "soft" else ""
         return (f"{100 * self.mean:.1f} ± {100 * self.std:.1f} % "
-                f"({k} {model} run{'s' if k != 1 else ''}, {epochs} epoch{'s' if epochs != 1 else ''})")
+                f"({k} {model} run{'s' if k != 1 else ''}, {epochs} epoch{'s' if epochs != 1 else ''}{soft})")
 
     def to_dict(self, runs: bool = False) -> dict[str, Any]:
         """JSON-able summary (with each run's record when ``runs``)."""
@@ -435,6 +451,23 @@ def evaluate_set(
                           same_set=True)
 
 
+def evaluate_soft_and_hard(images: Tensor, soft_labels: Tensor, hard_labels: Tensor, data: "ImageData",
+                           **kwargs: Any) -> dict[str, EvalResult]:
+    """Evaluate one set of images twice under the same recipe: ``{"hard": ..., "soft": ...}``.
+
+    ``soft_labels`` are ``[N, num_classes]`` probabilities (a distilled set's ``soft_labels``),
+    ``hard_labels`` the class indices ``[N]`` of the same images; keyword arguments go to
+    :func:`evaluate_set` for both (same networks, seeds and epochs). Report the soft number only
+    beside the hard one: it includes knowledge distillation (:data:`SOFT_LABEL_NOTE`).
+    """
+    if not (isinstance(soft_labels, Tensor) and soft_labels.dim() == 2 and soft_labels.is_floating_point()):
+        raise ValueError("soft_labels must be float class probabilities [N, num_classes]")
+    if not (isinstance(hard_labels, Tensor) and hard_labels.dim() == 1 and not hard_labels.is_floating_point()):
+        raise ValueError("hard_labels must be integer class indices [N]")
+    return {"hard": evaluate_set(images, hard_labels, data, **kwargs),
+            "soft": evaluate_set(images, soft_labels, data, **kwargs)}
+
+
 def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: "ImageData", *, model: str,
                    num_runs: int, lr: float | Tensor, epochs: int, batch_size: int, momentum: float,
                    weight_decay: float, dsa: bool | DSA, seed: int, device, model_kwargs: dict | None,
@@ -482,7 +515,10 @@ def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: "I
         "dsa": aug.strategy if aug is not None else None, "train_transform": train_transform is not None,
         "base_seed": seed, "seeds": [r.seed for r in runs], "eval_on": eval_name,
         "eval_size": int(x_eval.shape[0]), "device": str(dev), "diverged": sum(r.diverged for r in runs),
+        "labels": "soft" if cached[1].dim() == 2 else "hard",
     }
+    if config["labels"] == "soft":
+        config["label_note"] = SOFT_LABEL_NOTE
     return EvalResult(mean=float(np.mean(accs)), std=float(np.std(accs)), accuracies=accs, config=config,
                       runs=runs)
 
@@ -684,6 +720,11 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="base seed; run k uses run_seed(seed, k)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--soft-labels", action="store_true",
+                        help="for a --set distilled with soft labels: evaluate with its soft labels too, beside the "
+                             "hard-label result (soft results are marked: they include knowledge distillation)")
+    parser.add_argument("--ema", action="store_true",
+                        help="evaluate the set's moving average of the images (images_ema) instead of its images")
     parser.add_argument("--json", action="store_true", help="print one JSON line with every result")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -725,7 +766,14 @@ def cli(argv: list[str]) -> int:
         else:
             parser.error(f"{args.set} holds no syn_lr; pass --lr")
         images, labels = blob["images"], blob["labels"]
-        info = {"mode": "set", "path": str(args.set)}
+        if args.ema:
+            if blob.get("images_ema") is None:
+                parser.error(f"{args.set} holds no images_ema (distill with ema_decay to keep one)")
+            images = blob["images_ema"]
+        if args.soft_labels and blob.get("soft_labels") is None:
+            parser.error(f"{args.set} holds no soft labels (distill with soft_labels fixed or learn)")
+        info = {"mode": "set", "path": str(args.set), "images": "ema" if args.ema else "raw",
+                "labels": "hard and soft" if args.soft_labels else "hard"}
     elif args.baseline is None:
         if not (args.released_images and args.released_labels and args.dataset and args.lr):
             parser.error("released tensors need --released-images, --released-labels, --lr and --dataset "
@@ -755,10 +803,15 @@ def cli(argv: list[str]) -> int:
                 results[model] = evaluate_random_real(data, args.ipc, model=model, lr=lr, epochs=epochs, **common)
             elif info["mode"] == "baseline-full":
                 results[model] = evaluate_full_data(data, model=model, lr=lr, epochs=epochs, **common)
+            elif info["mode"] == "set" and args.soft_labels:
+                both = evaluate_soft_and_hard(images, blob["soft_labels"], labels, data, model=model, lr=lr,
+                                              epochs=epochs, **common)
+                results[model], results[f"{model} (soft labels)"] = both["hard"], both["soft"]
             else:
                 results[model] = evaluate_set(images, labels, data, model=model, lr=lr, epochs=epochs, **common)
             if not args.json:
-                print(f"{model:<12} {results[model]}", flush=True)
+                for key in (k for k in results if k == model or k.startswith(f"{model} (")):
+                    print(f"{key:<12} {results[key]}", flush=True)
     except (FileNotFoundError, ValueError, CorruptFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -173,13 +173,13 @@ _CLASSROOM_SOURCE = ("tuned for this kit on cifar10-mini (2-core CPU); structure
                      "paper's CIFAR-10 rows (ConvNet depth 3, real init, SGD momentum 0.5)")
 _ENTRIES += [
     Preset(dataset="cifar10-mini", ipc=1, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=20, expert_epochs=2, max_start_epoch=4, lr_img=100.0, lr_lr=1e-6, lr_teacher=0.01,
-           zca=False, iterations=300, expert_train_epochs=10, num_experts=5, checkpoint_every=25,
+           syn_steps=12, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
+           zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
            source=_CLASSROOM_SOURCE,
            note="No ZCA so the images read directly. See the kit's README for measured run times."),
     Preset(dataset="cifar10-mini", ipc=10, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=15, expert_epochs=2, max_start_epoch=4, lr_img=100.0, lr_lr=1e-6, lr_teacher=0.01,
-           zca=False, iterations=200, expert_train_epochs=10, num_experts=5, checkpoint_every=25,
+           syn_steps=15, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
+           zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
            source=_CLASSROOM_SOURCE,
            note="No ZCA so the images read directly. See the kit's README for measured run times."),
 ]
@@ -251,3 +251,71 @@ def presets_table(size: str | None = "paper") -> str:
             row.append("all" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+# --- beyond the paper: follow-up option bundles ---------------------------------------------------
+#
+# Each bundle is a set of mttlib.distill.DistillConfig fields (see mttlib.followups) that switches
+# one follow-up on, applied on top of any preset: ``followup_overrides(["tesla"], preset)`` gives
+# the overrides for DistillConfig.from_preset(preset, **overrides), and `python -m mttlib distill
+# --followup tesla` does the same. Values that depend on the length of the run or of the experts
+# are derived from the preset.
+
+__all__ += ["FOLLOWUPS", "followup_overrides"]
+
+
+def _start_schedule(p: Preset) -> dict[str, Any]:
+    # DATM: the window of start epochs widens during the run. Here its upper end starts at half the
+    # preset's max_start_epoch and rises to the full value over the first half of the iterations,
+    # so the run needs no longer experts than the preset does (with max_start_epoch 1 it rises to
+    # 2 where the experts are long enough).
+    low = max(1, p.max_start_epoch // 2)
+    last = p.expert_train_epochs - p.expert_epochs + 1
+    end = max(p.max_start_epoch, min(2 * low, last))
+    return {"min_start_epoch": 0, "max_start_epoch": low, "max_start_epoch_end": end,
+            "start_epoch_rise": max(1, p.iterations // 2)}
+
+
+def _ema_decay(p: Preset) -> dict[str, Any]:
+    # FTD evaluates a moving average of the images; its runs of thousands of iterations use a decay
+    # near 0.999. A short run needs a shorter memory, or the average stays near the initial images:
+    # the decay is chosen so that the initial images weigh about e^-3 (5 %) at the end of the run
+    # (at least 0.5, for runs of a few iterations).
+    return {"ema_decay": min(0.999, max(0.5, round(1.0 - 3.0 / p.iterations, 4)))}
+
+
+def _datm_labels(p: Preset) -> dict[str, Any]:
+    # lr_label: a value chosen for this kit (the learned logits move by a few tenths over a
+    # classroom run); DATM's own scripts tune it per dataset and ipc.
+    return {"soft_labels": "learn", "lr_label": 2.0}
+
+
+FOLLOWUPS: dict[str, Any] = {
+    "tesla": lambda p: {"soft_labels": "fixed"},
+    "datm-labels": _datm_labels,
+    "datm-schedule": lambda p: {**_start_schedule(p), "init": "real-correct"},
+    "datm": lambda p: {**_datm_labels(p), **_start_schedule(p), "init": "real-correct"},
+    "ftd-ema": _ema_decay,
+}
+"""Follow-up bundles by name: ``tesla`` (TESLA's fixed soft labels), ``datm-labels`` (DATM's learned
+soft labels), ``datm-schedule`` (DATM's rising start-epoch window and real images the expert
+classifies correctly), ``datm`` (both), ``ftd-ema`` (FTD's moving average of the images). Each maps
+a :class:`Preset` to :class:`mttlib.distill.DistillConfig` overrides."""
+
+
+def followup_overrides(names: str | list[str] | tuple[str, ...], preset: Preset) -> dict[str, Any]:
+    """The DistillConfig overrides of one or more follow-up bundles (:data:`FOLLOWUPS`) for ``preset``.
+
+    ``names`` is a name, a list of names or a comma-separated string; later bundles win where two
+    set the same field. ``"mtt"`` or an empty string is the paper's plain method (no overrides).
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",")]
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in ("", "mtt", "none"):
+            continue
+        if name not in FOLLOWUPS:
+            raise KeyError(f"unknown follow-up {name!r}; choose from {', '.join(FOLLOWUPS)} (or 'mtt' for none)")
+        out.update(FOLLOWUPS[name](preset))
+    return out

@@ -385,7 +385,7 @@ _RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")
 # their starting noise (enough to tell texture mode from its control in continuous integration).
 # The paper size keeps the published values (the reference texture run uses the ImageNet row).
 TEXTURE_PRESET_CHANGES: dict[str, dict[str, Any]] = {
-    "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 200},
+    "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 100},
     "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8},
     "paper": {},
 }

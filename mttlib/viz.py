@@ -498,3 +498,58 @@ def crop_windows_figure(canvas_rgb: torch.Tensor, offsets: Sequence[Sequence[int
 
 
 __all__ += ["crop_windows_figure"]
+
+
+# --- follow-ups beyond the paper -------------------------------------------------------------------
+
+
+def soft_labels_figure(probs: torch.Tensor, classes: Sequence[str], hard: torch.Tensor | None = None,
+                       title: str | None = None) -> Figure:
+    """Soft labels as a heat map: one row per synthetic image, one column per class.
+
+    ``probs`` are ``[N, num_classes]`` probabilities; ``hard`` (optional, ``[N]``) marks each
+    image's own class with a dot, so a reader sees how much probability stays on it.
+    """
+    p = probs.detach().float().cpu()
+    fig, ax = plt.subplots(figsize=(0.45 * p.shape[1] + 2.2, min(0.22 * p.shape[0] + 1.4, 9)))
+    im = ax.imshow(p.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    if hard is not None:
+        ax.scatter(hard.cpu().numpy(), range(p.shape[0]), s=8, color="white", marker="o")
+    ax.set_xticks(range(p.shape[1]), list(classes), rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("synthetic image")
+    fig.colorbar(im, ax=ax, fraction=0.05, label="probability")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def ablation_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
+    """Accuracy per variant: bars of ``mean`` ± ``std`` (fractions or percent, as given).
+
+    Each row has ``variant``, ``images`` (``raw``/``ema``), ``labels`` (``hard``/``soft``),
+    ``mean`` and ``std``. Soft-label results are hatched: they include knowledge distillation
+    and are not comparable with the hard-label bars.
+    """
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.4))
+    names = [f"{r['variant']}" + (" (ema)" if r.get("images") == "ema" else "") + (" soft" if r["labels"] == "soft" else "")
+             for r in rows]
+    for i, r in enumerate(rows):
+        soft = r["labels"] == "soft"
+        ax.bar(i, r["mean"], yerr=r["std"], color="tab:orange" if soft else "tab:blue", hatch="//" if soft else None,
+               capsize=3)
+    ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    if any(r["labels"] == "soft" for r in rows):
+        ax.text(0.99, 0.98, "hatched: soft labels (knowledge distillation)", transform=ax.transAxes, ha="right",
+                va="top", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ += ["soft_labels_figure", "ablation_figure"]

@@ -19,6 +19,7 @@ from mttlib.viz import RESULTS_MARKER
 KIT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = KIT / "notebooks"
 CELL_TIMEOUT_S = 300
+KERNEL_START_TIMEOUT_S = 240  # a busy machine can take more than papermill's default 60 s
 
 # One runs folder for the whole test session, so a notebook can reuse the experts an earlier
 # one trained (each notebook still trains them itself when they are missing).
@@ -57,6 +58,7 @@ def run_notebook(name: str, out_dir: Path | None = None, **params) -> dict:
         pm.execute_notebook(
             str(notebook_path(name)), str(executed), parameters=params, kernel_name="python3",
             cwd=str(NOTEBOOKS), execution_timeout=CELL_TIMEOUT_S, progress_bar=False,
+            start_timeout=KERNEL_START_TIMEOUT_S,
         )
     finally:
         if env_backup is None:

