@@ -25,13 +25,15 @@ iterations), the same rows in ``<outputs>/results/ablation.json`` (``ablation_sm
 ``--smoke``), which notebook 05 shows, and a summary table on stderr::
 
     python benchmarks/bench_ablation.py --runs runs            # classroom size, ipc 1 and 10
-    python benchmarks/bench_ablation.py --runs /tmp/r --smoke  # under a minute: checks that it runs
+    python benchmarks/bench_ablation.py --runs runs-smoke --smoke  # a minute or two: checks that it runs
 
 Distilled sets are kept under ``<runs>/ablation/``; a second invocation with the same folder
 resumes or reuses them (its ``distill_s`` is then the time of this invocation, and
-``distill_compute_s`` the per-iteration seconds recorded by the run). At classroom size expect
-several hours on a 2-core CPU (ten distillations of 200-300 iterations plus the evaluations);
-``--iterations``, ``--eval-runs``, ``--eval-epochs`` and ``--variants`` shrink it.
+``distill_compute_s`` the per-iteration seconds recorded by the run). Measured on a 2-core CPU
+shared with other jobs (load 2-5, one thread per process): ``--ipc 1`` at classroom size took
+about 7 minutes, ``--ipc 10 --iterations 50 --eval-runs 2`` about 26 minutes; the two ipc values
+can run as two processes side by side. ``--iterations``, ``--eval-runs``, ``--eval-epochs`` and
+``--variants`` shrink a run.
 """
 
 from __future__ import annotations
