@@ -28,9 +28,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from _child import run_in_child  # benchmarks/ is on sys.path when a script runs
 
 
 def _rss_mb() -> float:
@@ -139,15 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                           threads=args.threads, keep_freed_memory=args.keep_freed_memory))
     failed = 0
     for spec in specs:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                              capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            failed += 1
-            err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            print(json.dumps({**spec, "error": f"exit {proc.returncode}: {err}"}), flush=True)
-        else:
-            print(lines[-1], flush=True)
+        failed += not run_in_child(os.path.abspath(__file__), spec)
     return 1 if failed else 0
 
 

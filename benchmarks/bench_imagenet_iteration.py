@@ -31,9 +31,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from _child import run_in_child  # benchmarks/ is on sys.path when a script runs
 
 CLASSES, IMAGE_SIZE, MODEL = 10, 128, "convnetd5"
 
@@ -149,15 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({**spec, "skipped": f"estimated {spec['estimate_mb']:.0f} MB, but only {free:.0f} MB "
                                   f"are free (runs below {args.margin:.0%} of that)"}), flush=True)
                 continue
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                                  capture_output=True, text=True)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                failed += 1
-                err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-                print(json.dumps({**spec, "error": f"exit {proc.returncode}: {err}"}), flush=True)
-            else:
-                print(lines[-1], flush=True)
+            failed += not run_in_child(os.path.abspath(__file__), spec)
     return 1 if failed else 0
 
 

@@ -17,7 +17,7 @@ Step 5 is :func:`meta_gradient`, with two exact strategies:
 * ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
   step, rebuilding one step's graph at a time and carrying the adjoint
   ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
-  round-off, memory flat in ``syn_steps``, about 1.25-1.5x the time. The augmentation randomness
+  round-off, memory flat in ``syn_steps``, 0.9-1.4x the time (``benchmarks/bench_distill.py``, CPU). The augmentation randomness
   of every step is drawn up front (a *plan* per step) and replayed.
 
 A run's ``strategy="auto"`` (the default) takes ``unroll`` when its estimated memory
@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mttlib.augment import DSA, DSAParams
+from mttlib import followups
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
 
 if TYPE_CHECKING:  # type hints only: the loop needs nothing from these modules at import time
@@ -171,9 +172,7 @@ class DistillConfig:
             raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
         if self.strategy not in STRATEGIES + ("auto",):
             raise ValueError(f"strategy must be 'auto' or one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        from mttlib.followups import validate_config
-
-        validate_config(self)
+        followups.validate_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -325,9 +324,7 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
 
 def _step_grad(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
     if y.is_floating_point():  # soft labels: y are label logits, the target is softmax(y)
-        from mttlib.followups import soft_cross_entropy
-
-        loss = soft_cross_entropy(fm(theta, x), F.softmax(y, dim=1))
+        loss = followups.soft_cross_entropy(fm(theta, x), F.softmax(y, dim=1))
     else:
         loss = F.cross_entropy(fm(theta, x), y)
     return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
@@ -486,6 +483,7 @@ class Draw:
     expert: int
     start_epoch: int
     plans: list[dict[str, Any]]
+    start_upper: int  # the start epoch was drawn below this bound (it rises with DATM's schedule)
 
 
 class Distiller:
@@ -541,9 +539,7 @@ class Distiller:
         if init is None:
             eligible = None
             if config.init == "real-correct":
-                from mttlib.followups import correctly_classified
-
-                eligible = correctly_classified(self.fm, self.experts[config.label_expert][label_epoch], data,
+                eligible = followups.correctly_classified(self.fm, self.experts[config.label_expert][label_epoch], data,
                                                 device=self.device)
             images, labels = init_synthetic(data, config.ipc, config.init,
                                             torch.Generator().manual_seed(init_seed), eligible=eligible)
@@ -558,11 +554,9 @@ class Distiller:
         self.label_logits: Tensor | None = None  # soft labels (followups): TESLA's fixed or DATM's learned
         self.opt_label: torch.optim.Optimizer | None = None
         if config.soft_labels != "none":
-            from mttlib.followups import initial_label_logits
-
             if tuple(self.images.shape[-2:]) != (data.image_size, data.image_size):
                 raise ValueError("soft labels need synthetic images of the experts' input size")
-            self.label_logits = initial_label_logits(config, self.fm, self.experts, self.images, self.labels)
+            self.label_logits = followups.initial_label_logits(config, self.fm, self.experts, self.images, self.labels)
             if config.soft_labels == "learn":
                 self.label_logits.requires_grad_(True)
                 self.opt_label = torch.optim.SGD([self.label_logits], lr=config.lr_label, momentum=0.9)
@@ -597,10 +591,9 @@ class Distiller:
 
     def draw(self) -> Draw:
         """The randomness of the next iteration (advances the sampler and the loop generator)."""
-        from mttlib.followups import start_epoch_bounds
-
-        expert, start = self.sampler.sample(*start_epoch_bounds(self.config, self.iteration))
-        return Draw(expert, start, self.source.plans(self.config.syn_steps, self.generator))
+        low, high = followups.start_epoch_bounds(self.config, self.iteration)
+        expert, start = self.sampler.sample(low, high)
+        return Draw(expert, start, self.source.plans(self.config.syn_steps, self.generator), high)
 
     def segment(self, draw: Draw) -> tuple[Tensor, Tensor]:
         """``(start, target)`` parameters of a draw, on the run's device and dtype."""
@@ -622,9 +615,7 @@ class Distiller:
         loss, grad_images, grad_lr, *grad_labels = meta_gradient(self.fm, start, target, self.images, labels,
                                                                  self.syn_lr, draw.plans, self.source, self.strategy)
         lr_used = float(self.syn_lr.detach())
-        if self.opt_label is not None and not torch.isfinite(grad_labels[0]).all():
-            grad_lr = torch.full_like(grad_lr, math.nan)  # reported as a non-finite gradient below
-        if not (torch.isfinite(loss) and torch.isfinite(grad_lr) and torch.isfinite(grad_images).all()):
+        if not (torch.isfinite(loss) and all(torch.isfinite(g).all() for g in (grad_lr, grad_images, *grad_labels))):
             what = "loss" if not torch.isfinite(loss) else "gradient"
             raise DistillationDiverged(
                 f"the matching {what} is not finite at iteration {self.iteration} (loss {float(loss):.4g}, "
@@ -640,9 +631,7 @@ class Distiller:
             self.opt_label.step()
             self.label_logits.grad = None
         if self.images_ema is not None:  # FTD: moving average of the images
-            from mttlib.followups import ema_update
-
-            ema_update(self.images_ema, self.images, self.config.ema_decay)
+            followups.ema_update(self.images_ema, self.images, self.config.ema_decay)
         with torch.no_grad():
             self.last_jump = float((self.images - before).norm() / before.norm().clamp_min(1e-12))
         if self.opt_label is not None and not torch.isfinite(self.label_logits).all():
@@ -661,9 +650,7 @@ class Distiller:
                   "start_epoch": draw.start_epoch, "expert": draw.expert,
                   "seconds": time.perf_counter() - began}
         if self.config.max_start_epoch_end is not None:
-            from mttlib.followups import start_epoch_bounds
-
-            record["start_upper"] = start_epoch_bounds(self.config, self.iteration)[1]
+            record["start_upper"] = draw.start_upper
         self.iteration += 1
         self.metrics.append(record)
         return record
@@ -1016,8 +1003,10 @@ def keep_freed_memory() -> bool:
 
     Every distillation iteration allocates and frees the same large activation buffers; by
     default glibc hands blocks above 128 KiB-32 MiB back to the kernel, which then zero-fills
-    fresh pages on the next iteration (millions of page faults: a quarter of the CPU time of a
-    CIFAR-10 iteration on a 2-core machine). This raises the thresholds for the whole process,
+    fresh pages on the next iteration. Measured with ``benchmarks/bench_distill.py --ipc 10 --steps 10
+    --iters 2 --no-ipc50`` with and without ``--keep-freed-memory`` (CIFAR-10 shape, width 128, 2-core
+    CPU): about 23 % less wall time per iteration for both strategies (unroll 17.7 -> 13.7 s,
+    recompute 16.5 -> 12.7 s) for 2-7 % more peak memory. This raises the thresholds for the whole process,
     so the command line calls it and a library call does not. Returns False where it does not
     apply (not Linux/glibc).
     """

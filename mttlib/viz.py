@@ -80,9 +80,7 @@ def class_grid(
         axes[c][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 def save_figure(fig: Figure, out_dir: str | Path, name: str, caption: str = "", dpi: int = 110) -> Path:
@@ -125,6 +123,15 @@ def record_results(results: dict, out_dir: str | Path | None = None, name: str |
 # --- tileable textures -------------------------------------------------------------------------
 
 
+def _finish(fig: Figure, title: str | None = None) -> Figure:
+    """Every figure function's last step: optional suptitle, tight layout, detach from pyplot."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def _rgb(canvas_rgb: torch.Tensor) -> torch.Tensor:
     """A displayable ``[H, W, 3]`` in [0, 1] from a ``[C, H, W]`` canvas (C = 1 or 3)."""
     if canvas_rgb.dim() != 3 or canvas_rgb.shape[0] not in (1, 3):
@@ -159,11 +166,7 @@ def tiling_figure(canvas_rgb: torch.Tensor, rows: int = 3, cols: int = 3, zoom: 
     for ax in (ax_one, ax_all):
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig, title)
 
 
 def shirt_path() -> "matplotlib.path.Path":
@@ -215,9 +218,7 @@ def garment_figure(canvas_rgb: torch.Tensor, tiles: int = 4, zoom: float = 1.0, 
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 __all__ += ["tiling_figure", "garment_figure", "shirt_path", "shirt_mask"]
@@ -243,9 +244,7 @@ def expert_accuracy_figure(trajectories: Sequence, title: str | None = None) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title or "Expert accuracy per epoch", fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 def step_length_figure(steps: Sequence[torch.Tensor], title: str | None = None) -> Figure:
@@ -261,9 +260,7 @@ def step_length_figure(steps: Sequence[torch.Tensor], title: str | None = None) 
     if len(steps) <= 10:
         ax.legend(fontsize=7)
     ax.set_title(title or "How far one epoch moves the parameters", fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 def segment_length_figure(spans: dict[int, torch.Tensor], title: str | None = None) -> Figure:
@@ -286,9 +283,7 @@ def segment_length_figure(spans: dict[int, torch.Tensor], title: str | None = No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "How long a segment t -> t + M is", fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 def trajectory_projection_figure(coords: Sequence[torch.Tensor], explained: torch.Tensor | None = None,
@@ -311,9 +306,7 @@ def trajectory_projection_figure(coords: Sequence[torch.Tensor], explained: torc
     if len(coords) <= 10:
         ax.legend(fontsize=7)
     ax.set_title(title or "Trajectories in parameter space (o start, * end)", fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 __all__ += ["expert_accuracy_figure", "step_length_figure", "segment_length_figure", "trajectory_projection_figure"]
@@ -404,11 +397,7 @@ def distillation_curves_figure(metrics: Sequence[dict], smooth: int = 10, title:
     ax_lr.set_ylabel("syn_lr")
     ax_lr.set_title("learned student step size", fontsize=9)
     ax_lr.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig, title)
 
 
 __all__ += ["distillation_gif", "distillation_curves_figure"]
@@ -442,9 +431,7 @@ def memory_figure(estimates: dict[str, dict[str, float]], gpu_sizes_gib: dict[st
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 __all__ += ["memory_figure"]
@@ -490,11 +477,7 @@ def crop_windows_figure(canvas_rgb: torch.Tensor, offsets: Sequence[Sequence[int
         sub.set_title(f"({r}, {c})" + ("\nwraps" if wraps else ""), fontsize=8)
         sub.set_xticks([])
         sub.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig, title)
 
 
 __all__ += ["crop_windows_figure"]
@@ -520,9 +503,7 @@ def soft_labels_figure(probs: torch.Tensor, classes: Sequence[str], hard: torch.
     fig.colorbar(im, ax=ax, fraction=0.05, label="probability")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 def ablation_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
@@ -547,9 +528,7 @@ def ablation_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
                 va="top", fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig)
 
 
 __all__ += ["soft_labels_figure", "ablation_figure"]
