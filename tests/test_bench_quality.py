@@ -1,0 +1,57 @@
+"""The quality benchmark's settings and its command-line overrides (the benchmark itself runs for
+tens of minutes and is not part of the tests)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from mttlib.distill import DistillConfig
+from mttlib.presets import get_preset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_size_follows_the_paper_preprocessing(bench):
+    for ipc in (1, 10):
+        dataset, experts, num_experts, config = bench.settings("benchmark", "/data/cifar10", ipc)
+        assert dataset == "folder:/data/cifar10" and num_experts == 4
+        assert experts.zca and config.zca  # experts and synthetic images live in the same space
+        assert experts.lr == config.lr_teacher == 0.01 and experts.epochs == 10
+        # the distillation reads no snapshot the experts do not have
+        assert config.max_start_epoch - 1 + config.expert_epochs <= experts.epochs
+    assert bench.settings("benchmark", "/d", 1)[3].syn_steps == 50  # the paper's CIFAR-10 ipc 1 value
+    assert bench.settings("benchmark", "/d", 10)[3].max_start_epoch > bench.settings("benchmark", "/d", 1)[3].max_start_epoch
+
+
+def test_classroom_size_is_the_classroom_preset(bench):
+    _, experts, num_experts, config = bench.settings("classroom", None, 1)
+    assert config == DistillConfig.from_preset(get_preset("cifar10-mini", 1, "classroom"))
+    assert not config.zca and not experts.zca and num_experts == 3
+
+
+def test_benchmark_size_needs_data(bench):
+    with pytest.raises(SystemExit, match="--data PATH"):
+        bench.settings("benchmark", None, 1)
+
+
+def test_set_overrides_are_typed(bench):
+    config = bench.settings("benchmark", "/d", 1)[3]
+    parser = argparse.ArgumentParser()
+    changes = bench.overrides(config, ["lr_img=1000", "syn_steps=30", "zca=false", "init=noise"], parser)
+    assert changes == {"lr_img": 1000.0, "syn_steps": 30, "zca": False, "init": "noise"}
+    assert isinstance(changes["syn_steps"], int) and isinstance(changes["lr_img"], float)
+    for bad in (["no_such_field=1"], ["syn_steps"], ["syn_steps=many"]):
+        with pytest.raises(SystemExit):
+            bench.overrides(config, bad, parser)
