@@ -38,11 +38,12 @@ Experts and distilled sets are kept under ``--runs-dir`` (default: a fresh tempo
 a second run with the same folder reuses them (the distillation resumes or is complete).
 ``--experts``, ``--iterations``, ``--eval-runs`` and ``--eval-epochs`` shrink a run for a quick
 look; the numbers they give are not those of the size named. ``--expert-epochs N`` trains the
-experts for ``N`` epochs only; with ``N >= max_start_epoch + expert_epochs`` (4 at benchmark size
-for ipc 1, 10 for ipc 10) the distillation sees exactly the same snapshots, because an expert's
-first epochs do not depend on how many follow (constant learning rate, per-epoch randomness drawn
-in order), so the numbers stay those of the size named. ``--set FIELD=VALUE`` changes one
-distillation setting (``--set syn_steps=20``) to compare variants on the same experts.
+experts for ``N`` epochs only; with ``N`` at least the last epoch the distillation reads
+(``DistillConfig.epochs_needed()``: 3 at benchmark size for ipc 1, 9 for ipc 10) the
+distillation sees exactly the same snapshots, because an expert's first epochs do not depend on
+how many follow (constant learning rate, per-epoch randomness drawn in order), so the numbers stay
+those of the size named. ``--set FIELD=VALUE`` changes one distillation setting
+(``--set syn_steps=20``) to compare variants on the same experts.
 """
 
 from __future__ import annotations
@@ -90,14 +91,16 @@ def overrides(config: DistillConfig, pairs: list[str], parser: argparse.Argument
         if not sep or not hasattr(config, name):
             parser.error(f"--set {pair!r}: expected FIELD=VALUE with a DistillConfig field")
         current = getattr(config, name)
-        kind = type(current) if current is not None and not isinstance(current, bool) else None
-        if isinstance(current, bool):
-            changes[name] = text.lower() in ("1", "true", "yes")
-        else:
-            try:
+        kind = type(current) if current is not None else None
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                changes[name] = text.lower() == "true"
+            else:  # fields that are None by default (batch_syn, ema_decay, ...) or dicts take JSON
                 changes[name] = kind(text) if kind in (int, float, str) else json.loads(text)
-            except ValueError:
-                parser.error(f"--set {pair!r}: {text!r} is not a valid {kind.__name__ if kind else 'value'}")
+        except ValueError:
+            parser.error(f"--set {pair!r}: {text!r} is not a valid {kind.__name__ if kind else 'JSON value'}")
     return changes
 
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=0, help="override the distillation iterations (0: keep)")
     parser.add_argument("--experts", type=int, default=0, help="override the number of experts (0: keep)")
     parser.add_argument("--expert-epochs", type=int, default=0,
-                        help="train experts for this many epochs (0: keep); at least max_start_epoch + expert_epochs")
+                        help="train experts for this many epochs (0: keep); at least the last epoch the distillation reads")
     parser.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
                         help="ZCA-whiten the data for experts, distillation and both evaluations (default: on at "
                              "benchmark size, as the paper does for CIFAR-10 at ipc 1 and 10; off at classroom size)")
@@ -166,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             config = config.replace(iterations=args.iterations)
         num_experts = args.experts or num_experts
         if args.set:
-            config = config.replace(**overrides(config, args.set, parser))
+            try:
+                config = config.replace(**overrides(config, args.set, parser))
+            except ValueError as err:  # a value DistillConfig refuses (negative, unknown init, ...)
+                parser.error(f"--set: {err}")
         if args.zca is not None:
             config, expert_cfg = config.replace(zca=args.zca), expert_cfg.replace(zca=args.zca)
         if args.expert_epochs:
-            need = config.max_start_epoch + config.expert_epochs
+            need = config.epochs_needed()
             if args.expert_epochs < need or expert_cfg.lr_decay:
                 raise SystemExit(f"--expert-epochs {args.expert_epochs}: the distillation reads {need} epochs of "
                                  f"each expert (and a decaying expert lr would change them); use at least {need}")

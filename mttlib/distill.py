@@ -174,6 +174,10 @@ class DistillConfig:
             raise ValueError(f"strategy must be 'auto' or one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         followups.validate_config(self)
 
+    def epochs_needed(self) -> int:
+        """Epochs every expert trajectory must have: the latest start epoch plus ``expert_epochs``."""
+        return (self.max_start_epoch_end or self.max_start_epoch) - 1 + self.expert_epochs
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
         return dataclasses.asdict(self)
@@ -509,10 +513,10 @@ class Distiller:
                              "or `python -m mttlib experts`)")
         self.experts = list(experts)
         shortest = min(t.epochs for t in self.experts)
-        highest = config.max_start_epoch_end or config.max_start_epoch
-        need = highest - 1 + config.expert_epochs
+        need = config.epochs_needed()
         if need > shortest:
             name = "max_start_epoch" if config.max_start_epoch_end is None else "max_start_epoch_end"
+            highest = config.max_start_epoch_end or config.max_start_epoch
             raise ValueError(f"{name}={highest} with expert_epochs={config.expert_epochs} "
                              f"needs trajectories of at least {need} epochs, but the shortest expert has "
                              f"{shortest}: lower {name} or expert_epochs, or train longer experts")
