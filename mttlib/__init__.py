@@ -1,9 +1,9 @@
 """mttlib: the helper library of the MTT teaching kit.
 
-Modules, one idea each: ``data`` (datasets, normalisation, ZCA), ``models`` (ConvNet and
+Modules, one idea each: ``data`` (datasets, normalisation), ``zca`` (the paper's ZCA), ``models`` (ConvNet and
 friends, functional forward), ``augment`` (differentiable siamese augmentation), ``experts``
 (expert trajectories), ``distill`` (trajectory matching), ``evaluate`` (training fresh networks
 on a set), ``texture`` (tileable canvases), ``presets`` (hyper-parameters), ``viz`` (figures).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -2,8 +2,9 @@
 
 ``load_dataset(name)`` returns an :class:`ImageData` whose images stay ``uint8`` [N, C, H, W]
 in memory (so a large dataset costs one byte per pixel); :meth:`ImageData.preprocess` turns a
-batch into the float32 tensors a network sees: ``/255``, normalise by the per-channel mean and
-std, then ZCA-whiten when a :class:`ZCA` is fitted.
+batch into the float32 tensors a network sees: ``/255``, then either normalise by the
+per-channel mean and std or, when a :class:`mttlib.zca.ZCA` is fitted, ZCA-whiten the [0, 1]
+pixels without normalising (the paper's recipe, see :mod:`mttlib.zca`).
 
 Names
 -----
@@ -39,11 +40,8 @@ first time a name it does not know is asked for (:mod:`mttlib.imagenet` register
 
 ZCA
 ---
-:class:`ZCA` follows kornia's ``ZCAWhitening(eps=0.1, compute_inv=True)`` (the reference
-implementation's choice): the covariance of the flattened, normalised train images (denominator
-N-1) is eigendecomposed as ``U diag(S) U^T`` and whitening multiplies by
-``U diag(1/sqrt(S + eps)) U^T``; ``eps`` keeps the near-zero directions (noise) from being
-blown up.
+``load_dataset(name, zca=True)`` fits :class:`mttlib.zca.ZCA` (eps 0.1) on the train images
+scaled to [0, 1], as the paper's code does, and caches it under ``<root>/.cache``.
 """
 
 from __future__ import annotations
@@ -67,168 +65,19 @@ from torch import Tensor
 
 from mttlib.io import CorruptFileError, atomic_save, safe_load
 from mttlib.paths import KIT_ROOT, data_root
+from mttlib.zca import RECIPE as ZCA_RECIPE
+from mttlib.zca import ZCA, ZCA_EPS
 
 __all__ = [
-    "EMBEDDED_DATASET", "ImageData", "ZCA", "load_dataset", "register_dataset", "dataset_names",
+    "EMBEDDED_DATASET", "ImageData", "load_dataset", "register_dataset", "dataset_names",
     "DATASET_MODULES", "load_image_folder", "channel_stats", "cli",
 ]
 
 EMBEDDED_DATASET = "cifar10-mini"
 EMBEDDED_DIR = KIT_ROOT / "data" / EMBEDDED_DATASET
 EMBEDDED_CACHE_DIR = KIT_ROOT / "data" / ".cache"
-ZCA_EPS = 0.1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _CACHE_VERSION = 1  # bump when the cache layout changes: old files are then rebuilt
-_ZCA_MAX_DIM = 3 * 64 * 64
-
-
-def _chunk_rows(values_per_row: int) -> int:
-    """Rows per chunk so that a float64 copy of a chunk stays near 128 MB."""
-    return max(1, (1 << 24) // max(1, values_per_row))
-
-
-# --------------------------------------------------------------------------------------------
-# ZCA whitening
-# --------------------------------------------------------------------------------------------
-
-def _zca_from_gram(flat: Tensor, mean: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """The ZCA matrices from the N x N Gram matrix, for N samples of D > N values.
-
-    The covariance then has rank below N: its nonzero eigenpairs come from the (much smaller)
-    Gram matrix ``Xc Xc^T / (N-1)`` (eigenvector ``u = Xc^T v / sqrt((N-1) s)``), and on the
-    rest of the space the eigenvalue is 0, so ``W = U diag(1/sqrt(S+eps)) U^T +
-    (I - U U^T)/sqrt(eps)``. Same matrices as the D x D eigendecomposition, far faster.
-    """
-    n, d = flat.shape
-    centred = flat.double() - mean
-    eigenvalues, v = torch.linalg.eigh(centred @ centred.T / (n - 1))
-    keep = eigenvalues > eigenvalues.max().clamp_min(0) * 1e-10  # drop the null space (centring, duplicates)
-    s, v = eigenvalues[keep], v[:, keep]
-    u = (centred.T @ v) / ((n - 1) * s).sqrt()
-    identity = torch.eye(d, dtype=torch.float64, device=flat.device)
-    root_eps = eps ** 0.5
-    matrix = (u * ((s + eps).rsqrt() - 1 / root_eps)) @ u.T + identity / root_eps
-    inverse_matrix = (u * ((s + eps).sqrt() - root_eps)) @ u.T + identity * root_eps
-    return matrix, inverse_matrix
-
-
-class ZCA:
-    """ZCA whitening of flattened samples, with its exact inverse.
-
-    ``transform(x) = (x_flat - mean) @ W`` and ``inverse(y) = y_flat @ W_inv + mean`` with
-    ``W = U diag(1/sqrt(S + eps)) U^T`` and ``W_inv = U diag(sqrt(S + eps)) U^T``, where
-    ``U diag(S) U^T`` is the covariance of the samples it was fitted on. Both maps are linear,
-    so gradients flow through them (the distilled pixels can live in whitened space).
-    """
-
-    def __init__(self, mean: Tensor, matrix: Tensor, inverse_matrix: Tensor, eps: float,
-                 shape: tuple[int, ...]) -> None:
-        d = int(np.prod(shape))
-        if mean.shape != (d,) or matrix.shape != (d, d) or inverse_matrix.shape != (d, d):
-            raise ValueError(
-                f"ZCA tensors do not fit samples of shape {tuple(shape)} (D={d}): mean "
-                f"{tuple(mean.shape)}, matrix {tuple(matrix.shape)}, inverse {tuple(inverse_matrix.shape)}."
-            )
-        self.mean = mean.detach().float().cpu()
-        self.matrix = matrix.detach().float().cpu()
-        self.inverse_matrix = inverse_matrix.detach().float().cpu()
-        self.eps = float(eps)
-        self.shape = tuple(int(s) for s in shape)
-        # What the ZCA was fitted on (a hash of the images and settings), when known: unlike the
-        # matrix's own bytes it is the same on every machine, so experts can compare it.
-        self.fitted_on: str | None = None
-        self._placed: dict[tuple[str, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
-
-    @classmethod
-    def fit(cls, x: Tensor, eps: float = ZCA_EPS) -> "ZCA":
-        """Fit on samples ``x`` [N, ...] (N >= 2); computed in float64, stored in float32."""
-        if x.dim() < 2 or x.shape[0] < 2:
-            raise ValueError(f"ZCA.fit needs a batch of at least 2 samples [N, ...], got shape {tuple(x.shape)}.")
-        if eps < 0:
-            raise ValueError(f"ZCA eps must be >= 0, got {eps}.")
-        n = x.shape[0]
-        flat = x.detach().reshape(n, -1)
-        d = flat.shape[1]
-        if d > _ZCA_MAX_DIM:
-            raise ValueError(
-                f"ZCA on samples of {d} values needs a {d}x{d} matrix ({d * d * 8 / 1e9:.0f} GB in "
-                f"float64); it is meant for small images (up to {_ZCA_MAX_DIM} values, e.g. 3x64x64). "
-                "Load the dataset without zca, or at a lower resolution."
-            )
-        rows = _chunk_rows(d)
-        mean = torch.zeros(d, dtype=torch.float64, device=flat.device)
-        for chunk in flat.split(rows):
-            mean += chunk.double().sum(0)
-        mean /= n
-        if n < d and eps > 0:
-            matrix, inverse_matrix = _zca_from_gram(flat, mean, eps)
-        else:
-            cov = torch.zeros(d, d, dtype=torch.float64, device=flat.device)
-            for chunk in flat.split(rows):
-                centred = chunk.double() - mean
-                cov += centred.T @ centred
-            cov /= n - 1
-            eigenvalues, vectors = torch.linalg.eigh(cov)
-            eigenvalues = eigenvalues.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
-            matrix = (vectors * (eigenvalues + eps).rsqrt()) @ vectors.T
-            inverse_matrix = (vectors * (eigenvalues + eps).sqrt()) @ vectors.T
-        return cls(mean, matrix, inverse_matrix, eps, tuple(x.shape[1:]))
-
-    def _on(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        dtype = like.dtype if like.is_floating_point() else torch.float32
-        key = (str(like.device), dtype)
-        if key not in self._placed:
-            self._placed[key] = tuple(t.to(like.device, dtype)
-                                      for t in (self.mean, self.matrix, self.inverse_matrix))
-        return self._placed[key]
-
-    def _flat(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        if tuple(x.shape) == self.shape:  # one sample
-            return x.reshape(1, -1), tuple(x.shape)
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(
-                f"ZCA was fitted on samples of shape {self.shape}, got a tensor of shape "
-                f"{tuple(x.shape)}; pass [N, {', '.join(map(str, self.shape))}]."
-            )
-        return x.reshape(x.shape[0], -1), tuple(x.shape)
-
-    def transform(self, x: Tensor) -> Tensor:
-        """Whiten ``x`` ([N, *shape] or one sample of ``shape``); differentiable in ``x``."""
-        flat, shape = self._flat(x)
-        mean, matrix, _ = self._on(flat)
-        return ((flat - mean) @ matrix).reshape(shape)
-
-    def inverse(self, x: Tensor) -> Tensor:
-        """Undo :meth:`transform`: map whitened samples back to the fitted space."""
-        flat, shape = self._flat(x)
-        mean, _, inverse_matrix = self._on(flat)
-        return (flat @ inverse_matrix + mean).reshape(shape)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """The tensors that define this ZCA (for :func:`mttlib.io.atomic_save`)."""
-        return {"mean": self.mean.clone(), "matrix": self.matrix.clone(),
-                "inverse_matrix": self.inverse_matrix.clone(),
-                "eps": torch.tensor(self.eps, dtype=torch.float64),
-                "shape": torch.tensor(self.shape, dtype=torch.int64)}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> "ZCA":
-        """Rebuild a ZCA from :meth:`state_dict`'s output."""
-        missing = {"mean", "matrix", "inverse_matrix", "eps", "shape"} - set(state)
-        if missing:
-            raise ValueError(f"not a ZCA state dict: missing {sorted(missing)}.")
-        return cls(state["mean"], state["matrix"], state["inverse_matrix"], float(state["eps"]),
-                   tuple(int(s) for s in state["shape"].tolist()))
-
-    def fingerprint(self) -> str:
-        """A short hash of the mean and the whitening matrix (which ZCA this is)."""
-        digest = hashlib.sha256()
-        digest.update(self.mean.numpy().tobytes())
-        digest.update(self.matrix.numpy().tobytes())
-        return digest.hexdigest()[:12]
-
-    def __repr__(self) -> str:
-        return f"ZCA(shape={self.shape}, eps={self.eps}, fingerprint={self.fingerprint()!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,8 +88,8 @@ class ZCA:
 class ImageData:
     """A classification dataset held as uint8 images [N, C, H, W] and int64 labels.
 
-    ``mean``/``std`` are per-channel statistics of the pixels scaled to [0, 1]; ``zca`` is
-    fitted on the normalised train split when asked for; ``digits`` marks MNIST and SVHN, where
+    ``mean``/``std`` are per-channel statistics of the pixels scaled to [0, 1]; ``zca``, when
+    fitted, whitens the [0, 1] pixels instead of normalising them (the paper's recipe); ``digits`` marks MNIST and SVHN, where
     a flipped image is no longer the same class (augmentation skips flips).
     """
 
@@ -299,7 +148,8 @@ class ImageData:
         return mean, std
 
     def preprocess(self, x: Tensor, device: torch.device | str | None = None) -> Tensor:
-        """Images -> network input: /255, normalise, then ZCA if fitted (float32).
+        """Images -> network input (float32): /255, then ZCA-whiten if a ZCA is fitted, else
+        normalise by the per-channel mean and std.
 
         ``x`` is uint8 [N, C, H, W] or [C, H, W]; a floating-point ``x`` is taken to be in
         [0, 1] already. The uint8 tensor is moved to ``device`` before conversion (4x less
@@ -308,17 +158,16 @@ class ImageData:
         if device is not None:
             x = x.to(device)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if self.zca is not None:  # the paper whitens the [0, 1] pixels: no normalisation before
+            return self.zca.transform(x)
         mean, std = self._stats(x)
-        x = (x - mean) / std
-        if self.zca is not None:
-            x = self.zca.transform(x)
-        return x
+        return (x - mean) / std
 
     def deprocess(self, x: Tensor) -> Tensor:
-        """Network input -> displayable images in [0, 1]: un-ZCA, un-normalise, clamp."""
+        """Network input -> displayable images in [0, 1]: un-ZCA or un-normalise, then clamp."""
         x = x if x.is_floating_point() else x.float()
         if self.zca is not None:
-            x = self.zca.inverse(x)
+            return self.zca.inverse(x).clamp(0.0, 1.0)
         mean, std = self._stats(x)
         return (x * std + mean).clamp(0.0, 1.0)
 
@@ -360,7 +209,7 @@ class ImageData:
             "test_size": int(self.test_images.shape[0]),
             "mean": list(self.mean),
             "std": list(self.std),
-            "zca": None if self.zca is None else {"eps": self.zca.eps,
+            "zca": None if self.zca is None else {"eps": self.zca.eps, "recipe": ZCA_RECIPE,
                                                   "fingerprint": self.zca.fitted_on or self.zca.fingerprint()},
             "digits": self.digits,
         }
@@ -373,7 +222,7 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     # a histogram of the 256 levels per channel gives exact statistics, fast and in little memory
     c = images.shape[1]
     counts = torch.zeros(c, 256, dtype=torch.float64)
-    for chunk in images.split(_chunk_rows(images[0].numel())):
+    for chunk in images.split(max(1, (1 << 24) // images[0].numel())):  # about 16 MB a chunk
         for channel in range(c):
             counts[channel] += torch.bincount(chunk[:, channel].reshape(-1), minlength=256).double()
     levels = torch.arange(256, dtype=torch.float64) / 255.0
@@ -451,7 +300,8 @@ def load_dataset(name: str, root: str | Path | None = None, *, zca: bool = False
     """Load a dataset by name (see the module docstring for the names).
 
     ``root`` is the data root (else ``$MTT_DATA_ROOT``, else ``<kit>/data``); ``zca=True`` fits
-    ZCA whitening (eps 0.1) on the normalised train split (cached under ``<root>/.cache``);
+    ZCA whitening (eps 0.1) on the train split scaled to [0, 1], as the paper does (cached
+    under ``<root>/.cache``; see :mod:`mttlib.zca`);
     ``download=True`` (or ``MTT_DOWNLOAD=1``) lets torchvision datasets download what is missing.
     """
     resolved = _resolve(name)
@@ -505,7 +355,8 @@ def _write_cache(path: Path, content: dict) -> None:
 
 
 def _fit_zca_cached(data: ImageData, eps: float, cache_dir: Path | None) -> ZCA:
-    digest = hashlib.sha256(f"zca-v{_CACHE_VERSION}-{eps!r}-{data.mean!r}-{data.std!r}".encode())
+    # the pixels and the recipe decide the whitening, not the loader: no mean or std in the key
+    digest = hashlib.sha256(f"zca-v{_CACHE_VERSION}-{ZCA_RECIPE}-{eps!r}".encode())
     digest.update(np.ascontiguousarray(data.train_images.cpu().numpy()).data)
     fingerprint = digest.hexdigest()[:20]
     path = None if cache_dir is None else Path(cache_dir) / f"{_slug(data.name)}-zca-{fingerprint}.pt"
@@ -518,9 +369,7 @@ def _fit_zca_cached(data: ImageData, eps: float, cache_dir: Path | None) -> ZCA:
                 return zca
             except (KeyError, ValueError, TypeError, AttributeError):
                 pass
-    plain = ImageData(data.name, data.train_images, data.train_labels, data.test_images,
-                      data.test_labels, data.classes, data.mean, data.std, None, data.digits)
-    zca = ZCA.fit(plain.preprocess(data.train_images), eps=eps)
+    zca = ZCA.fit(data.train_images.float() / 255.0, eps=eps)
     zca.fitted_on = fingerprint
     if path is not None:
         _write_cache(path, {"fingerprint": fingerprint, "zca": zca.state_dict()})

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from mttlib.augment import DSA, DSAParams
 from mttlib import followups
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
+from mttlib.zca import RECIPE as ZCA_RECIPE
 
 if TYPE_CHECKING:  # type hints only: the loop needs nothing from these modules at import time
     from mttlib.data import ImageData
@@ -286,7 +287,7 @@ def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: tor
     """Starting synthetic images and labels ``(images, labels)``, class-major.
 
     ``init="real"`` picks ``ipc`` distinct random training images of each class (preprocessed:
-    normalised, and ZCA-whitened when the data has ZCA); ``init="noise"`` draws a standard normal
+    normalised, or ZCA-whitened when the data has ZCA); ``init="noise"`` draws a standard normal
     in that same preprocessed space. ``eligible`` (boolean ``[N]`` over the training images)
     restricts the real picks to those images; a class with fewer than ``ipc`` eligible images
     picks from all of its images (``init="real-correct"`` passes the images an expert classifies
@@ -768,6 +769,8 @@ def _distilled(distiller: Distiller) -> dict[str, Any]:
     out = {"format": DISTILLED_FORMAT, "images": distiller.images.detach().cpu().clone(),
            "labels": distiller.labels.cpu().clone(), "syn_lr": float(distiller.syn_lr.detach()),
            "iteration": distiller.iteration, "config": distiller.config.to_dict()}
+    if distiller.config.zca:  # which whitening the images live in (evaluation refuses another)
+        out["zca_recipe"] = ZCA_RECIPE
     out.update(_followup_outputs(distiller))
     return out
 

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from mttlib.augment import DSA
 from mttlib.io import CorruptFileError, safe_load
 from mttlib.models import make_model
+from mttlib.zca import check_recipe
 
 if TYPE_CHECKING:  # imported lazily at run time: the data module pulls in torchvision
     from mttlib.data import ImageData
@@ -75,7 +76,7 @@ __all__ = [
     "evaluate_full_data",
     "evaluate_cross_architecture",
     "split_validation",
-    "load_released",
+    "load_released", "released_space", "REFERENCE_NORMALISATION",
     "cli",
     "PAPER_EPOCHS",
     "DEFAULT_MODELS",
@@ -366,7 +367,7 @@ def train_and_test(
     """Train one fresh ``model_name`` network on ``(images, labels)`` and test it.
 
     Args:
-        images: ``[N, C, H, W]`` float, in ``data``'s preprocessed space (normalised, and ZCA
+        images: ``[N, C, H, W]`` float, in ``data``'s preprocessed space (normalised, or ZCA-
             whitened when ``data`` was loaded with ZCA) -- a distilled set is; uint8 images are
             preprocessed with ``data.preprocess``.
         labels: int64 ``[N]`` class indices, or float ``[N, num_classes]`` class probabilities
@@ -652,15 +653,43 @@ def split_validation(data: "ImageData", per_class: int, seed: int = 0) -> tuple[
 # --------------------------------------------------------------------------- released tensors
 
 
+#: The per-channel mean and std the reference implementation normalises with (no-ZCA runs). It
+#: uses CIFAR-10's values for CIFAR-100 too, so its CIFAR-100 sets live in that space.
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+REFERENCE_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": _CIFAR10_STATS, "cifar10-mini": _CIFAR10_STATS, "cifar100": _CIFAR10_STATS,
+    "tiny-imagenet": _IMAGENET_STATS, "imagenet:": _IMAGENET_STATS,
+}
+
+
+def released_space(data: "ImageData") -> "ImageData":
+    """``data`` as the reference implementation preprocesses it, for its released tensors.
+
+    ZCA data is returned as it is: the kit whitens the [0, 1] pixels as the reference does.
+    Without ZCA the reference normalises with fixed constants (:data:`REFERENCE_NORMALISATION`,
+    CIFAR-10's for CIFAR-100); a dataset it never used keeps its own statistics.
+    """
+    if data.zca is not None:
+        return data
+    name = data.name.lower()
+    stats = REFERENCE_NORMALISATION.get(name) or next(
+        (v for k, v in REFERENCE_NORMALISATION.items() if k.endswith(":") and name.startswith(k)), None)
+    if stats is None or stats[0] == data.mean and stats[1] == data.std:
+        return data
+    return dataclasses.replace(data, mean=stats[0], std=stats[1])
+
+
 def load_released(images_path: str | Path, labels_path: str | Path,
                   data: "ImageData | None" = None) -> tuple[Tensor, Tensor]:
     """Load a published distilled set (the authors' ``images_best.pt`` and ``labels_best.pt``).
 
     Loading never unpickles arbitrary objects (``torch.load(weights_only=True)``). The images
-    are in the dataset's *preprocessed* space: normalised with the dataset's mean and std and,
-    for the sets distilled with ZCA (the paper's CIFAR sets), ZCA-whitened -- so ``data`` must
-    be loaded with the same ZCA setting, or the networks see meaningless inputs. The learning
-    rate is not part of these files: pass the published one by hand to :func:`evaluate_set`.
+    are in the reference implementation's *preprocessed* space: ZCA-whitened [0, 1] pixels for
+    the sets distilled with ZCA (the paper's CIFAR sets), else pixels normalised with the
+    reference's constants -- so evaluate them on ``released_space(data)``, with ``data`` loaded
+    with the same ZCA setting, or the networks see meaningless inputs. The learning rate is
+    not part of these files: pass the published one by hand to :func:`evaluate_set`.
 
     With ``data`` the shapes are checked against its channels, image size and classes.
     Returns ``(images float32 [N, C, H, W], labels int64 [N])`` on the CPU.
@@ -797,7 +826,10 @@ def cli(argv: list[str]) -> int:
     try:  # mistakes a user can make (missing data, wrong shapes, unknown model) end with one line
         data = load_dataset(name, args.data_root, zca=zca)
         if info["mode"] == "released":
+            data = released_space(data)  # test on what the authors' tensors were made from
             images, labels = load_released(args.released_images, args.released_labels, data)
+        elif info["mode"] == "set" and zca:
+            check_recipe({"recipe": blob.get("zca_recipe")}, args.set)
         for model in models:
             if info["mode"] == "baseline-random-real":
                 results[model] = evaluate_random_real(data, args.ipc, model=model, lr=lr, epochs=epochs, **common)

@@ -75,6 +75,7 @@ from torch import Tensor, nn
 
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, safe_load
 from mttlib.paths import runs_dir as _runs_dir
+from mttlib.zca import check_recipe
 
 if TYPE_CHECKING:
     from mttlib.data import ImageData
@@ -376,6 +377,7 @@ def load_trajectory(path: str | Path, device: str | torch.device = "cpu") -> Tra
     path = Path(path)
     obj = safe_load(path, map_location=device)
     _validate(obj, path)
+    check_recipe(_zca_of(obj["meta"].get("dataset")), str(path))
     return Trajectory(obj["snapshots"], obj["meta"], path)
 
 
@@ -410,6 +412,11 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
+def _zca_of(dataset: Any) -> dict[str, Any] | None:
+    """The ZCA part of a stored ``ImageData.describe()`` (None without one)."""
+    return dataset.get("zca") if isinstance(dataset, dict) else None
+
+
 def _folder_record(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / CONFIG_FILE
     if not path.exists():
@@ -428,6 +435,7 @@ def _check_folder(out_dir: Path, config: ExpertConfig, dataset: dict[str, Any] |
     record = _folder_record(out_dir)
     if record is None:
         return
+    check_recipe(_zca_of(record.get("dataset")), f"the experts folder {out_dir}")
     differ = _diff(config.to_dict(), record["config"])
     if differ:
         raise ValueError(

@@ -19,10 +19,11 @@ from PIL import Image
 
 import mttlib.data as data_mod
 from mttlib.augment import DIGIT_STRATEGY, DSA_STRATEGY
-from mttlib.data import (EMBEDDED_DATASET, ZCA, ImageData, channel_stats, load_dataset,
-                         load_image_folder, register_dataset)
+from mttlib.data import (EMBEDDED_DATASET, ImageData, channel_stats, load_dataset, load_image_folder,
+                         register_dataset)
 from mttlib.io import CorruptFileError, atomic_save, safe_load
 from mttlib.paths import KIT_ROOT
+from mttlib.zca import RECIPE, ZCA
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 EMBEDDED = KIT_ROOT / "data" / "cifar10-mini"
@@ -193,13 +194,13 @@ def test_preprocess_matches_formula_and_deprocess_inverts(mini):
     assert mini.deprocess(out * 100).max() <= 1.0 and mini.deprocess(out * 100).min() >= 0.0
 
 
-def test_preprocess_with_zca_round_trips(mini):
+def test_preprocess_with_zca_whitens_unnormalised_pixels_and_round_trips(mini):
     small = _small(mini)
-    small.zca = ZCA.fit(small.preprocess(small.train_images), eps=0.1)
+    small.zca = ZCA.fit(small.train_images.double() / 255, eps=0.1)
     x = small.test_images[:10]
     z = small.preprocess(x)
-    plain = (x.double() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(1, 3, 1, 1)
-    torch.testing.assert_close(z.double(), small.zca.transform(plain), atol=1e-5, rtol=1e-5)
+    # the paper's recipe: [0, 1] pixels straight into the whitening, no normalisation before
+    torch.testing.assert_close(z.double(), small.zca.transform(x.double() / 255), atol=1e-5, rtol=1e-5)
     assert torch.equal((small.deprocess(z) * 255).round().to(torch.uint8), x)
 
 
@@ -208,13 +209,13 @@ def test_split_tensors_are_cached_and_refreshed(mini):
     x1, y1 = small.train_tensors()
     x2, _ = small.train_tensors("cpu")
     assert x1 is x2 and torch.equal(y1, small.train_labels)
-    small.zca = ZCA.fit(x1, eps=0.1)
+    small.zca = ZCA.fit(small.train_images.float() / 255, eps=0.1)
     x3, _ = small.train_tensors()
-    assert x3 is not x1 and torch.allclose(x3, small.zca.transform(x1), atol=1e-5)
+    assert x3 is not x1 and torch.allclose(x3, small.zca.transform(small.train_images.float() / 255), atol=1e-5)
     xt, yt = small.test_tensors()
     assert xt.shape == small.test_images.shape and torch.equal(yt, small.test_labels)
     described = json.loads(json.dumps(small.describe()))
-    assert described["zca"] == {"eps": 0.1, "fingerprint": small.zca.fingerprint()}
+    assert described["zca"] == {"eps": 0.1, "recipe": RECIPE, "fingerprint": small.zca.fingerprint()}
 
 
 def test_image_data_checks_its_fields():
@@ -228,85 +229,6 @@ def test_image_data_checks_its_fields():
         ImageData("x", x, y, x, y, ["a"], (0.5,) * 3, (0.2,) * 3).image_size
     digits = ImageData("d", x[:, :1], y, x[:, :1], y, ["a"], (0.5,), (0.2,), digits=True)
     assert digits.dsa_strategy == DIGIT_STRATEGY
-
-
-# ------------------------------------------------------------------------------ ZCA
-
-def _toy(n=3000, seed=0, shape=(2, 2, 2)):
-    """Correlated samples [n, *shape] with a well-conditioned covariance."""
-    d = int(np.prod(shape))
-    g = torch.Generator().manual_seed(seed)
-    mixing = torch.eye(d, dtype=torch.float64) + 0.3 * torch.randn(d, d, generator=g, dtype=torch.float64)
-    return (torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing + 2.0).reshape(n, *shape)
-
-
-def _cov(flat):
-    centred = flat - flat.mean(0)
-    return centred.T @ centred / (flat.shape[0] - 1)
-
-
-def test_zca_whitens_to_identity_for_tiny_eps():
-    x = _toy()
-    zca = ZCA.fit(x, eps=1e-9)
-    white = zca.transform(x).reshape(len(x), -1)
-    torch.testing.assert_close(_cov(white), torch.eye(8, dtype=torch.float64), atol=1e-4, rtol=0)
-    assert white.mean(0).abs().max() < 1e-5
-
-
-def test_zca_eps_shrinks_eigenvalues_to_s_over_s_plus_eps():
-    x = _toy()
-    eps = 0.1
-    s = np.linalg.eigvalsh(_cov(x.reshape(len(x), -1)).numpy())
-    white = ZCA.fit(x, eps=eps).transform(x).reshape(len(x), -1)
-    np.testing.assert_allclose(np.linalg.eigvalsh(_cov(white).numpy()), np.sort(s / (s + eps)), rtol=1e-4)
-
-
-@pytest.mark.parametrize("n, shape", [(500, (2, 2, 2)), (10, (2, 3, 4))])  # N > D, and N < D (Gram path)
-def test_zca_matrix_matches_an_svd_of_the_data(n, shape):
-    x = _toy(n, shape=shape)
-    eps = 0.1
-    flat = x.reshape(n, -1).numpy()
-    d = flat.shape[1]
-    centred = flat - flat.mean(0)
-    _, sigma, vt = np.linalg.svd(centred, full_matrices=True)  # cov = V diag(sigma^2/(n-1)) V^T
-    s = np.zeros(d)
-    s[:len(sigma)] = sigma ** 2 / (n - 1)  # directions the data does not span have variance 0
-    expected = vt.T @ np.diag(1 / np.sqrt(s + eps)) @ vt
-    expected_inv = vt.T @ np.diag(np.sqrt(s + eps)) @ vt
-    zca = ZCA.fit(x, eps=eps)
-    np.testing.assert_allclose(zca.matrix.numpy(), expected, atol=1e-6)
-    np.testing.assert_allclose(zca.inverse_matrix.numpy(), expected_inv, atol=1e-6)
-    np.testing.assert_allclose(zca.mean.numpy(), flat.mean(0), atol=1e-6)
-    assert zca.matrix.dtype == torch.float32 and zca.shape == shape
-
-
-def test_zca_inverse_undoes_transform_and_is_differentiable():
-    x = _toy(400)
-    zca = ZCA.fit(x, eps=0.1)
-    torch.testing.assert_close(zca.inverse(zca.transform(x)), x, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(zca.transform(x[0]), zca.transform(x[:1])[0])  # one sample
-    probe = torch.randn(3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(zca.transform, (probe,))
-    assert torch.autograd.gradcheck(zca.inverse, (probe,))
-    with pytest.raises(ValueError, match="fitted on samples of shape"):
-        zca.transform(torch.zeros(3, 8))
-
-
-def test_zca_state_dict_round_trip_and_determinism(tmp_path):
-    x = _toy(400)
-    zca = ZCA.fit(x, eps=0.1)
-    assert ZCA.fit(x, eps=0.1).fingerprint() == zca.fingerprint()  # same data, same ZCA
-    assert ZCA.fit(x, eps=0.2).fingerprint() != zca.fingerprint()
-    state = zca.state_dict()
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    atomic_save(state, tmp_path / "zca.pt")
-    again = ZCA.from_state_dict(safe_load(tmp_path / "zca.pt"))
-    assert again.eps == 0.1 and again.shape == zca.shape and again.fingerprint() == zca.fingerprint()
-    assert torch.equal(again.transform(x), zca.transform(x))
-    with pytest.raises(ValueError, match="missing"):
-        ZCA.from_state_dict({"mean": state["mean"]})
-    with pytest.raises(ValueError, match="at least 2"):
-        ZCA.fit(x[:1])
 
 
 # ------------------------------------------------------------------------------ folders
@@ -391,12 +313,12 @@ def test_folder_errors_say_what_is_wrong(tmp_path, problem, error, message):
         load_dataset(f"folder:{tree}", root=tmp_path)
 
 
-def test_zca_through_load_dataset_is_fitted_on_normalised_train_and_cached(tmp_path):
+def test_zca_through_load_dataset_is_fitted_on_unit_range_train_and_cached(tmp_path):
     tree = make_tree(tmp_path / "tiny", classes=("cat", "dog", "frog"), train=4, test=2, size=4)
     data = load_dataset(f"folder:{tree}", root=tmp_path, zca=True)
     plain = load_dataset(f"folder:{tree}", root=tmp_path)
     assert plain.zca is None and data.zca is not None and data.zca.eps == 0.1
-    independent = ZCA.fit(plain.preprocess(plain.train_images), eps=0.1)
+    independent = ZCA.fit(plain.train_images.double() / 255, eps=0.1)
     torch.testing.assert_close(data.zca.matrix, independent.matrix, atol=1e-5, rtol=1e-5)
     zca_files = list((tmp_path / ".cache").glob("*-zca-*.pt"))
     assert len(zca_files) == 1
@@ -406,8 +328,21 @@ def test_zca_through_load_dataset_is_fitted_on_normalised_train_and_cached(tmp_p
     assert load_dataset(f"folder:{tree}", root=tmp_path, zca=True).zca.fingerprint() == data.zca.fingerprint()
     # describe() names the ZCA by what it was fitted on, which does not depend on the BLAS
     # round-off of the machine that fitted it
-    assert data.describe()["zca"] == {"eps": 0.1, "fingerprint": data.zca.fitted_on}
+    assert data.describe()["zca"] == {"eps": 0.1, "recipe": RECIPE, "fingerprint": data.zca.fitted_on}
     assert again.zca.fitted_on == data.zca.fitted_on is not None
+
+
+def test_zca_depends_on_the_pixels_not_on_the_loader_or_its_statistics(tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "tiny", classes=("cat", "dog", "frog"), train=4, test=2, size=4)
+    data = load_dataset(f"folder:{tree}", root=tmp_path, zca=True)
+    # another loader of the same pixels with other normalisation constants (as the cifar10
+    # loader's fixed constants differ from a folder tree's measured ones)
+    monkeypatch.setattr(data_mod, "channel_stats", lambda images: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201)))
+    shutil.copytree(tree, tmp_path / "copy")
+    other = load_dataset(f"folder:{tmp_path / 'copy'}", root=tmp_path, zca=True)
+    assert other.mean != data.mean
+    assert other.zca.fitted_on == data.zca.fitted_on
+    assert torch.equal(other.preprocess(other.test_images), data.preprocess(data.test_images))
 
 
 # ------------------------------------------------------------------------------ registry

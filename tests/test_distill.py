@@ -388,3 +388,16 @@ def test_auto_strategy_follows_the_memory_budget():
     run = D.Distiller(config(strategy="auto"), fake_experts(), fake_data())
     assert run.strategy == "unroll"  # a tiny problem fits easily
 
+
+
+def test_distilled_set_names_its_zca_recipe():
+    from mttlib.zca import RECIPE, ZCA
+
+    data = fake_data()
+    data.zca = ZCA.fit(data.train_images.double() / 255, eps=0.1)
+    experts = fake_experts()
+    for traj in experts:
+        traj.meta["config"]["zca"] = True
+    blob = D._distilled(D.Distiller(config(zca=True), experts, data))
+    assert blob["zca_recipe"] == RECIPE  # evaluation refuses sets of another whitening
+    assert "zca_recipe" not in D._distilled(D.Distiller(config(), fake_experts(), fake_data()))

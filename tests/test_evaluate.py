@@ -360,3 +360,86 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
     atomic_save({"images": x, "labels": y, "config": {"dataset": "cifar10-mini"}}, tmp_path / "nolr.pt")
     with pytest.raises(SystemExit):
         ev.cli(["--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
+
+
+def _spy_training(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Record the (train, test) inputs of every network the evaluation trains."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = ev._train_one
+
+    def spy(model, x, y, data, x_eval, y_eval, **kwargs):
+        seen.append((x.detach().clone(), x_eval.detach().clone()))
+        return real(model, x, y, data, x_eval, y_eval, **kwargs)
+
+    monkeypatch.setattr(ev, "_train_one", spy)
+    return seen
+
+
+def _one_real_per_class(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first training image of each class, as uint8 pixels, with its label."""
+    idx = torch.stack([(data.train_labels == c).nonzero()[0, 0] for c in range(data.num_classes)])
+    return data.train_images[idx], data.train_labels[idx].clone()
+
+
+def _relative(a: torch.Tensor, b) -> float:
+    a = a.reshape(len(a), -1).double()
+    b = torch.as_tensor(b, dtype=torch.float64).reshape(len(a), -1)
+    return float((a - b).norm() / b.norm())
+
+
+def test_released_zca_set_is_evaluated_in_the_references_space(reference_zca, tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    whiten, plain = reference_zca
+    x, y = _one_real_per_class(plain)
+    # a "released" set made the reference's way: [0, 1] pixels whitened by its ZCA, float32
+    atomic_save(torch.from_numpy(whiten(x)).float().reshape(x.shape), tmp_path / "images_best.pt")
+    atomic_save(y.clone(), tmp_path / "labels_best.pt")
+    seen = _spy_training(monkeypatch)
+    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+                   str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini", "--zca",
+                   "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
+                   "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    (train_x, test_x), = seen
+    from mttlib.data import load_dataset
+
+    in_kit = load_dataset("cifar10-mini", zca=True)
+    # the networks train on exactly what the kit's own ZCA path makes of the same pixels ...
+    assert _relative(train_x, in_kit.preprocess(x)) < 1e-3
+    # ... and are tested on the test split whitened the reference's way
+    assert _relative(test_x, whiten(plain.test_images)) < 1e-3
+
+
+def test_released_plain_set_uses_the_references_normalisation(tmp_path, monkeypatch, capsys) -> None:
+    from mttlib.data import load_dataset
+
+    mini = load_dataset("cifar10-mini")
+    x, y = _one_real_per_class(mini)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.2023, 0.1994, 0.2010], dtype=torch.float64).view(1, 3, 1, 1)
+    assert tuple(mini.mean) != tuple(mean.flatten().tolist())  # the embedded set's own statistics differ
+    atomic_save(((x.double() / 255 - mean) / std).float(), tmp_path / "images_best.pt")
+    atomic_save(y.clone(), tmp_path / "labels_best.pt")
+    seen = _spy_training(monkeypatch)
+    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+                   str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini",
+                   "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
+                   "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    (train_x, test_x), = seen
+    space = ev.released_space(mini)
+    assert _relative(train_x, space.preprocess(x)) < 1e-6
+    assert _relative(test_x, (mini.test_images.double() / 255 - mean) / std) < 1e-6
+    # CIFAR-100's released sets live in CIFAR-10's normalisation, as the reference made them
+    assert ev.REFERENCE_NORMALISATION["cifar100"] == ev.REFERENCE_NORMALISATION["cifar10"]
+
+
+def test_set_distilled_with_the_old_zca_is_refused(tmp_path, capsys) -> None:
+    x = torch.zeros(10, 3, 32, 32)
+    y = torch.arange(10)
+    path = tmp_path / "old.pt"
+    atomic_save({"images": x, "labels": y, "syn_lr": 0.01, "config": {"dataset": "cifar10-mini", "zca": True}},
+                path)
+    code = ev.cli(["--set", str(path), "--models", "convnet", "--runs", "1", "--epochs", "1", "--no-progress"])
+    assert code == 2
+    assert "another recipe" in capsys.readouterr().err

@@ -428,3 +428,25 @@ def test_distances_and_projection(data, tmp_path):
         assert torch.allclose(c.abs(), reference.abs(), atol=1e-6 * s[0].item())
         assert torch.allclose(share, (s[:2] ** 2) / (s ** 2).sum(), atol=1e-9)
         assert c[0].abs().max() == 0 and (c[-1] >= 0).all()
+
+
+def test_experts_of_the_old_zca_recipe_are_refused_with_advice_to_retrain(tmp_path):
+    from mttlib.io import atomic_save, safe_load
+    from mttlib.zca import ZCA
+
+    data = tiny_data()
+    data.zca = ZCA.fit(data.train_images.double() / 255, eps=0.1)
+    config = tiny_config(zca=True, epochs=1)
+    (path,) = _train(data, config, 1, tmp_path)
+    assert ex.load_experts(tmp_path)[0].meta["dataset"]["zca"]["recipe"] == "pixels01-kornia"
+    # an expert written by the kit before the fix: its dataset record has no recipe
+    blob = safe_load(path)
+    del blob["meta"]["dataset"]["zca"]["recipe"]
+    atomic_save(blob, path)
+    with pytest.raises(ValueError, match="another recipe.*Delete it and train the experts"):
+        ex.load_experts(tmp_path)
+    record = json.loads((tmp_path / "config.json").read_text())
+    del record["dataset"]["zca"]["recipe"]
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="experts folder .*another recipe"):
+        _train(data, config, 2, tmp_path)

@@ -29,7 +29,8 @@ def one_thread():
 
 def tiny_data(zca: bool = False, channels: int = 3, per_class: int = 6, classes: int = 3):
     """A small ImageData whose every training image is unique and recognisable by its pixels."""
-    from mttlib.data import ZCA, ImageData
+    from mttlib.data import ImageData
+    from mttlib.zca import ZCA
 
     g = torch.Generator().manual_seed(0)
     n = per_class * classes
@@ -40,7 +41,7 @@ def tiny_data(zca: bool = False, channels: int = 3, per_class: int = 6, classes:
                      test_labels=torch.arange(classes).repeat(2), classes=[f"class {c}" for c in range(classes)],
                      mean=(0.5,) * channels, std=(0.25,) * channels, zca=None, digits=False)
     if zca:
-        data.zca = ZCA.fit(data.preprocess(train), eps=0.1)
+        data.zca = ZCA.fit(train.float() / 255, eps=0.1)
     return data
 
 
