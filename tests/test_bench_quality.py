@@ -68,3 +68,8 @@ def test_epochs_needed_is_the_last_snapshot_read():
     config = DistillConfig(dataset="d", ipc=1, expert_epochs=2, max_start_epoch=2)
     assert config.epochs_needed() == 3  # start epochs 0-1, targets up to epoch 3
     assert config.replace(max_start_epoch_end=6, start_epoch_rise=10).epochs_needed() == 7
+
+
+def test_benchmark_size_evaluates_as_long_as_the_paper(bench):
+    assert bench.EVAL_EPOCHS == {"classroom": 300, "benchmark": 1000}
+
