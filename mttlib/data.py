@@ -13,7 +13,7 @@ Names
     ``<kit>/data/cifar10-mini``): works offline, nothing to download.
 ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``svhn``
     the torchvision datasets, read from ``<data root>/<name>``; the data root is the ``root``
-    argument, else ``$MTT_DATA_ROOT``, else ``<kit>/data`` (see :mod:`mttlib.paths`). They are
+    argument, else ``$MTT_DATA_ROOT``, else ``<kit>/data`` (see :mod:`mttlib.io`). They are
     downloaded only when asked (``download=True`` or ``MTT_DOWNLOAD=1``).
 ``folder:PATH``
     any ImageFolder tree ``PATH/{train,test}/<class>/<image>``; a relative PATH is looked up
@@ -46,14 +46,11 @@ scaled to [0, 1], as the paper's code does, and caches it under ``<root>/.cache`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
-import json
 import os
 import pickle
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +61,13 @@ import torch
 from torch import Tensor
 
 from mttlib.io import CorruptFileError, atomic_save, safe_load
-from mttlib.paths import KIT_ROOT, data_root
+from mttlib.io import KIT_ROOT, data_root
 from mttlib.zca import RECIPE as ZCA_RECIPE
 from mttlib.zca import ZCA, ZCA_EPS
 
 __all__ = [
     "EMBEDDED_DATASET", "ImageData", "load_dataset", "register_dataset", "dataset_names",
-    "DATASET_MODULES", "load_image_folder", "channel_stats", "cli",
+    "DATASET_MODULES", "load_image_folder", "channel_stats",
 ]
 
 EMBEDDED_DATASET = "cifar10-mini"
@@ -734,30 +731,3 @@ def _load_svhn(name: str, root: Path, *, download: bool = False) -> ImageData:
     return _tv_data(name, [str(i) for i in range(10)],
                     (torch.from_numpy(train.data), torch.from_numpy(train.labels)),
                     (torch.from_numpy(test.data), torch.from_numpy(test.labels)))
-
-
-# --------------------------------------------------------------------------------------------
-# python -m mttlib data
-# --------------------------------------------------------------------------------------------
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib data [NAME]``: load a dataset and print its description as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m mttlib data",
-                                     description="Load a dataset and print sizes, classes and normalisation.")
-    parser.add_argument("name", nargs="?", default=EMBEDDED_DATASET,
-                        help=f"dataset name (default {EMBEDDED_DATASET}); 'folder:PATH' for an ImageFolder tree")
-    parser.add_argument("--data-root", default=None, help="data root (default $MTT_DATA_ROOT, else <kit>/data)")
-    parser.add_argument("--zca", action="store_true", help="fit ZCA whitening on the train split")
-    parser.add_argument("--download", action="store_true", help="download a torchvision dataset if missing")
-    parser.add_argument("--list", action="store_true", help="list the known dataset names and exit")
-    args = parser.parse_args(argv)
-    if args.list:
-        print("\n".join(dataset_names()))
-        return 0
-    try:
-        data = load_dataset(args.name, args.data_root, zca=args.zca, download=args.download)
-    except (FileNotFoundError, ValueError, CorruptFileError, ImportError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(data.describe(), indent=2))
-    return 0

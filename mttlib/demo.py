@@ -9,14 +9,12 @@ and names the cell and the error.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
 import time
 from pathlib import Path
 
-from mttlib.paths import KIT_ROOT, outputs_dir, runs_dir
+from mttlib.io import KIT_ROOT
 
 NOTEBOOKS = KIT_ROOT / "notebooks"
 
@@ -110,26 +108,3 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     index = out / "index.html"
     index.write_text("\n".join(parts) + "\n")
     return index
-
-
-def cli(argv: list[str]) -> int:
-    """Command line of ``python -m mttlib demo``."""
-    parser = argparse.ArgumentParser(prog="python -m mttlib demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="outputs folder (default outputs/ or $MTT_OUTPUTS)")
-    parser.add_argument("--runs", default=None, help="experts and runs folder (default runs/ or $MTT_RUNS)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds per notebook")
-    parser.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these, e.g. 00 01")
-    args = parser.parse_args(argv)
-    out, runs = outputs_dir(args.out).resolve(), runs_dir(args.runs).resolve()
-    start = time.perf_counter()
-    timings = run_demo(out, runs, smoke=args.smoke, only=args.only)
-    index = write_report(out, timings)
-    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.")
-    print(f"Report:             {index}")
-    print(f"Executed notebooks: {out / 'notebooks'}")
-    print(f"Figures:            {out / 'figures'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

@@ -1,92 +1,53 @@
-"""Dataset distillation by matching training trajectories (MTT, Cazenavette et al. CVPR 2022).
+"""The distillation loop of MTT: configuration, initialisation, the expert sampler, the loop,
+and the run folder that survives being killed.
 
-One *iteration* of the method:
+Each iteration draws an expert and a start epoch (:class:`ExpertSampler`), takes the matching
+loss's meta-gradient (:func:`mttlib.matching.meta_gradient`) and updates the pixels and the
+learnable step size ``syn_lr`` by SGD with momentum 0.5. ``strategy="auto"`` (the default) takes
+``unroll`` when its estimated memory fits in a quarter of the device's memory, else ``recompute``
+(:mod:`mttlib.memory`); both give the same gradients.
 
-1. pick an expert trajectory and a start epoch ``t`` uniformly from ``[0, max_start_epoch)``;
-2. start a student at the expert's parameters ``θ*_t``;
-3. take ``syn_steps`` SGD steps on batches of the synthetic images (after DSA augmentation)
-   with the learnable step size ``syn_lr``: ``θ_{i+1} = θ_i - syn_lr · ∇_θ CE(f(θ_i, x_i), y_i)``;
-4. measure ``||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²`` (``M = expert_epochs``);
-5. differentiate that loss through every student step into the pixels and into ``syn_lr``,
-   and update both by SGD with momentum 0.5.
-
-Step 5 is :func:`meta_gradient`, with two exact strategies:
-
-* ``"unroll"`` -- the paper's: keep the graph of all student steps, one backward. Memory grows
-  linearly with ``syn_steps``.
-* ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
-  step, rebuilding one step's graph at a time and carrying the adjoint
-  ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
-  round-off, memory flat in ``syn_steps``, 0.9-1.4x the time (``benchmarks/bench_distill.py``, CPU). The augmentation randomness
-  of every step is drawn up front (a *plan* per step) and replayed.
-
-A run's ``strategy="auto"`` (the default) takes ``unroll`` when its estimated memory
-(:func:`estimate_memory`) fits in a quarter of the device's memory, else ``recompute``.
-
-The loop (:class:`Distiller`, :func:`distill`) writes a run folder that survives being killed:
-``config.json``, ``checkpoint.pt`` (everything needed to continue bit for bit), ``distilled.pt``,
-``metrics.jsonl`` and ``snapshots/`` for an animation (:func:`mttlib.viz.distillation_gif`).
+:func:`distill` writes a run folder: ``config.json``, ``checkpoint.pt`` (everything needed to
+continue bit for bit), ``distilled.pt``, ``metrics.jsonl`` and ``snapshots/`` for an animation
+(:func:`mttlib.viz.distillation_gif`).
 
 Follow-ups beyond the paper -- TESLA's and DATM's soft labels, DATM's difficulty-aligned start
 epochs and FTD's moving average of the images -- are options of :class:`DistillConfig`, all off
-by default; :mod:`mttlib.followups` explains them.
+by default; :mod:`mttlib.followups` explains them. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from mttlib.augment import DSA, DSAParams
 from mttlib import followups
+from mttlib.augment import DSA
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
+from mttlib.matching import STRATEGIES, BatchSource, ImageBatchSource, meta_gradient
+from mttlib.memory import choose_strategy
+from mttlib.models import FunctionalModel, make_model
 from mttlib.zca import RECIPE as ZCA_RECIPE
 
 if TYPE_CHECKING:  # type hints only: the loop needs nothing from these modules at import time
     from mttlib.data import ImageData
     from mttlib.experts import Trajectory
-    from mttlib.models import FunctionalModel
     from mttlib.presets import Preset
 
-__all__ = [
-    "STRATEGIES",
-    "DistillConfig",
-    "BatchSource",
-    "ImageBatchSource",
-    "class_major_labels",
-    "init_synthetic",
-    "matching_loss",
-    "meta_gradient",
-    "student_trajectory",
-    "ExpertSampler",
-    "Distiller",
-    "DistillResult",
-    "DistillationDiverged",
-    "distill",
-    "load_distilled",
-    "load_snapshots",
-    "estimate_memory",
-    "choose_strategy",
-    "keep_freed_memory",
-    "step_activation_bytes",
-    "cli",
-]
+__all__ = ["INITS", "DistillConfig", "class_major_labels", "init_synthetic", "ExpertSampler", "Draw", "Distiller",
+           "DistillResult", "DistillationDiverged", "distill", "load_distilled", "load_snapshots"]
 
-STRATEGIES = ("unroll", "recompute")
 INITS = ("real", "noise", "real-correct")
 CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
 DISTILLED_FORMAT = "mttlib.distill.distilled/1"
@@ -210,70 +171,6 @@ class DistillConfig:
         return dataclasses.replace(self, **changes)
 
 
-# --- synthetic batches -------------------------------------------------------------------------
-
-
-class BatchSource(Protocol):
-    """Where the student's batches come from (normal mode here, texture mode in ``texture``).
-
-    ``plans(num_steps, generator)`` draws all the randomness of one iteration up front (one dict
-    of CPU tensors per student step); ``batch(synthetic, labels, plan)`` is deterministic and
-    differentiable in ``synthetic``, so replaying a plan rebuilds the same batch.
-    """
-
-    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]: ...
-
-    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]: ...
-
-
-class ImageBatchSource:
-    """Normal mode: chunks of ``batch_syn`` images from a fresh permutation, then DSA.
-
-    Each iteration starts a new random permutation of the ``num_images`` synthetic images and
-    hands out consecutive chunks of it; when a permutation is used up the next one starts. With
-    ``batch_syn=None`` (the default) every step uses every image (in a random order, which only
-    matters for DSA parameters).
-    """
-
-    def __init__(self, num_images: int, image_size: int | tuple[int, int], batch_syn: int | None = None,
-                 dsa: DSA | None = None) -> None:
-        if num_images < 1:
-            raise ValueError(f"need at least one synthetic image, got num_images={num_images}")
-        if batch_syn is not None and batch_syn < 1:
-            raise ValueError(f"batch_syn must be positive or None (all images), got {batch_syn}")
-        self.num_images = int(num_images)
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.batch_syn = self.num_images if batch_syn is None else min(int(batch_syn), self.num_images)
-        self.dsa = dsa
-
-    def __repr__(self) -> str:
-        return (f"ImageBatchSource(num_images={self.num_images}, image_size={self.image_size}, "
-                f"batch_syn={self.batch_syn}, dsa={self.dsa!r})")
-
-    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
-        """One plan per student step: ``index`` (int64 ``[B]``) and ``dsa`` (:class:`DSAParams`)."""
-        out: list[dict[str, Any]] = []
-        chunks: list[Tensor] = []
-        for _ in range(num_steps):
-            if not chunks:
-                chunks = list(torch.randperm(self.num_images, generator=generator).split(self.batch_syn))
-            index = chunks.pop(0)
-            dsa = (self.dsa.sample(len(index), self.image_size, generator) if self.dsa is not None
-                   else DSAParams("none"))
-            out.append({"index": index, "dsa": dsa})
-        return out
-
-    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """The step's batch ``(x, y)``: the plan's images, augmented; differentiable in ``synthetic``."""
-        if synthetic.shape[0] != self.num_images:
-            raise ValueError(f"this source was made for {self.num_images} images, got {synthetic.shape[0]}")
-        index = plan["index"].to(synthetic.device)
-        x = synthetic.index_select(0, index)
-        if self.dsa is not None:
-            x = self.dsa.apply(x, plan["dsa"])
-        return x, labels.index_select(0, index)
-
-
 # --- initialisation ----------------------------------------------------------------------------
 
 
@@ -317,121 +214,6 @@ def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: tor
     else:
         raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
     return images.to(device), labels.to(device)
-
-
-# --- the meta-gradient -------------------------------------------------------------------------
-
-
-def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
-    """``||θ - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²``: 1 for a student that did not move."""
-    return (theta - target).square().sum() / (start - target).square().sum()
-
-
-def _step_grad(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
-    if y.is_floating_point():  # soft labels: y are label logits, the target is softmax(y)
-        loss = followups.soft_cross_entropy(fm(theta, x), F.softmax(y, dim=1))
-    else:
-        loss = F.cross_entropy(fm(theta, x), y)
-    return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
-
-
-def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic: Tensor, labels: Tensor,
-                  syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
-                  strategy: str = "recompute") -> tuple[Tensor, Tensor, Tensor]:
-    """The matching loss of one iteration and its gradients ``(loss, grad_images, grad_syn_lr)``.
-
-    ``labels`` are class indices (int64 ``[N]``), or float label *logits* ``[N, num_classes]``
-    (soft labels, :mod:`mttlib.followups`): the student then trains with soft cross-entropy
-    against ``softmax(labels)`` and a fourth result, ``grad_labels``, is returned.
-
-    The student starts at ``start`` and takes ``len(plans)`` SGD steps with step size ``syn_lr``
-    on ``source.batch(synthetic, labels, plan)``; the loss compares where it ends with
-    ``target``. ``strategy`` is ``"unroll"`` (the paper's full graph, memory linear in the number
-    of steps) or ``"recompute"`` (exact, memory flat in the number of steps). All three results
-    are detached; ``grad_images`` has the shape of ``synthetic`` and ``grad_syn_lr`` is 0-d.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if len(plans) == 0:
-        raise ValueError("need at least one student step (plans is empty)")
-    if start.shape != target.shape or start.dim() != 1 or start.numel() != fm.numel:
-        raise ValueError(f"start and target must be flat parameter vectors of {fm.numel:,} entries, got "
-                         f"shapes {tuple(start.shape)} and {tuple(target.shape)}")
-    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
-    start, target = start.detach(), target.detach()
-    if labels.is_floating_point():
-        labels = labels.detach().to(synthetic.dtype).requires_grad_(True)
-    with torch.enable_grad():
-        if strategy == "unroll":
-            return _unroll(fm, start, target, synthetic.detach(), labels, lr, plans, source)
-        return _recompute(fm, start, target, synthetic.detach(), labels, lr, plans, source)
-
-
-def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
-    x = synthetic.requires_grad_(True)
-    lr = lr.clone().requires_grad_(True)
-    theta = start.clone().requires_grad_(True)
-    for plan in plans:
-        xb, yb = source.batch(x, labels, plan)
-        theta = theta - lr * _step_grad(fm, theta, xb, yb, create_graph=True)
-    loss = matching_loss(theta, start, target)
-    if labels.requires_grad:
-        grad_x, grad_lr, grad_y = torch.autograd.grad(loss, [x, lr, labels])
-        return loss.detach(), grad_x, grad_lr, grad_y
-    grad_x, grad_lr = torch.autograd.grad(loss, [x, lr])
-    return loss.detach(), grad_x, grad_lr
-
-
-def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, labels: Tensor,
-                       syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource) -> list[Tensor]:
-    """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached).
-
-    Plain SGD on ``source.batch(synthetic, labels, plan)`` with step size ``syn_lr``, one step per
-    plan: the forward half of :func:`meta_gradient`, for plotting where a student goes.
-    """
-    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
-    synthetic, labels = synthetic.detach(), labels.detach()
-    thetas = [start.detach()]
-    with torch.enable_grad():
-        for plan in plans:
-            xb, yb = source.batch(synthetic, labels, plan)
-            theta = thetas[-1].detach().requires_grad_(True)
-            thetas.append((theta - lr * _step_grad(fm, theta, xb, yb, create_graph=False)).detach())
-    return thetas
-
-
-def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
-    # forward: plain SGD steps, keeping only the parameters after each step
-    thetas = student_trajectory(fm, start, synthetic, labels, lr, plans, source)
-    theta = thetas[-1]
-    diff = theta - target
-    denom = (start - target).square().sum()
-    loss = diff.square().sum() / denom
-    # backward: the adjoint λ_i = ∂loss/∂θ_i, one step's graph at a time
-    lam = diff * (2.0 / denom)
-    x = synthetic.requires_grad_(True)
-    grad_x = torch.zeros_like(synthetic)
-    grad_lr = torch.zeros((), dtype=synthetic.dtype, device=synthetic.device)
-    soft = labels.requires_grad  # learnable label logits: accumulate their gradient like the pixels'
-    grad_y = torch.zeros_like(labels) if soft else None
-    for i in range(len(plans) - 1, -1, -1):
-        theta = thetas[i].requires_grad_(True)
-        xb, yb = source.batch(x, labels, plans[i])
-        g = _step_grad(fm, theta, xb, yb, create_graph=True)
-        gl = torch.dot(g, lam)
-        if soft:
-            h_theta, h_x, h_y = torch.autograd.grad(gl, [theta, x, labels])
-            grad_y.sub_(h_y, alpha=float(lr))  # ∂/∂y = -lr ∂g_i/∂y, like the pixels
-        else:
-            h_theta, h_x = torch.autograd.grad(gl, [theta, x])
-        # θ_{i+1} = θ_i - lr g_i(θ_i, x):  ∂/∂lr = -g_i,  ∂/∂x = -lr ∂g_i/∂x,  ∂/∂θ_i = I - lr H_i
-        grad_lr -= gl.detach()
-        grad_x.sub_(h_x, alpha=float(lr))
-        lam = lam - lr * h_theta
-        thetas[i] = None  # free as we go
-    if soft:
-        return loss.detach(), grad_x, grad_lr, grad_y
-    return loss.detach(), grad_x, grad_lr
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -503,8 +285,6 @@ class Distiller:
     def __init__(self, config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, *,
                  device: str | torch.device | None = None, source: BatchSource | None = None,
                  init: tuple[Tensor, Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
-        from mttlib.models import FunctionalModel, make_model
-
         config.validate()
         self.config = config
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -919,229 +699,3 @@ def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
         d = safe_load(f)
         out.append((int(d["iteration"]), d["images"].float()))
     return out
-
-
-# --- memory ------------------------------------------------------------------------------------
-
-
-def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[int]) -> int:
-    """Bytes autograd keeps for one student step on ``batch`` images (measured, not guessed).
-
-    Runs one forward and one ``create_graph`` backward (what a differentiable student step
-    records) at batch sizes 1 and 2 on ``model``'s device, counts the distinct storages autograd
-    saves for later (through saved-tensor hooks) and extrapolates linearly to ``batch``.
-    """
-    from mttlib.models import FunctionalModel
-
-    fm = FunctionalModel(model)
-    param = next(model.parameters())
-    sizes = []
-    for n in (1, 2):
-        seen: dict[int, int] = {}
-
-        def pack(t: Tensor) -> Tensor:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        theta = fm.flatten().to(param.device).requires_grad_(True)
-        x = torch.zeros(n, *image_shape, device=param.device, requires_grad=True)
-        y = torch.zeros(n, dtype=torch.long, device=param.device)
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            g = _step_grad(fm, theta, x, y, create_graph=True)
-            _ = theta - 0.01 * g
-        sizes.append(sum(seen.values()))
-    per_image = max(sizes[1] - sizes[0], 0)
-    return int(sizes[0] + per_image * (batch - 1))
-
-
-# Calibration against measured peaks (benchmarks/bench_distill.py: ConvNet, CIFAR-10 shape, CPU):
-# an unrolled step costs about 1.2x the bytes autograd saves for it (buffers that live alongside),
-# and the backward pass adds about one step more; recompute holds one step's graph plus the
-# gradient buffers of its double backward, about 2.5 steps.
-_UNROLL_PER_STEP, _UNROLL_EXTRA, _RECOMPUTE_STEPS = 1.2, 1.0, 2.5
-
-
-def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int, strategy: str, *,
-                    num_images: int | None = None) -> int:
-    """Estimated peak bytes of one distillation iteration beyond the Python/PyTorch baseline.
-
-    Based on :func:`step_activation_bytes` (measured on ``model`` at each call), calibrated on
-    measured peaks: ``unroll`` keeps every step's graph, ``(1.2 syn_steps + 1) x step``;
-    ``recompute`` keeps one step's graph and the parameters after every step,
-    ``2.5 x step + (syn_steps + 2) x parameters``. Both add the synthetic images three times
-    (values, gradient, momentum). ``batch`` is the images per student step (``batch_syn``, or
-    the whole set); ``num_images`` the size of the set (default ``batch``).
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    step = step_activation_bytes(model, batch, image_shape)
-    param_bytes = 4 * sum(p.numel() for p in model.parameters())
-    images = 3 * 4 * (num_images or batch) * math.prod(image_shape)
-    if strategy == "unroll":
-        return int((_UNROLL_PER_STEP * syn_steps + _UNROLL_EXTRA) * step + 2 * param_bytes + images)
-    return int(_RECOMPUTE_STEPS * step + (syn_steps + 2) * param_bytes + images)
-
-
-def _device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume a small laptop
-        return 8 * 2**30
-
-
-def choose_strategy(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int,
-                    device: str | torch.device | None = None, budget: float = 0.25) -> str:
-    """``"unroll"`` if its :func:`estimate_memory` fits in ``budget`` of the device's total memory
-    (RAM for the CPU), else ``"recompute"``. Deterministic on a given machine, so a resumed run
-    makes the same choice."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    need = estimate_memory(model, batch, image_shape, syn_steps, "unroll")
-    return "unroll" if need <= budget * _device_memory(device) else "recompute"
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
-
-    Every distillation iteration allocates and frees the same large activation buffers; by
-    default glibc hands blocks above 128 KiB-32 MiB back to the kernel, which then zero-fills
-    fresh pages on the next iteration. Measured with ``benchmarks/bench_distill.py --ipc 10 --steps 10
-    --iters 2 --no-ipc50`` with and without ``--keep-freed-memory`` (CIFAR-10 shape, width 128, 2-core
-    CPU): about 23 % less wall time per iteration for both strategies (unroll 17.7 -> 13.7 s,
-    recompute 16.5 -> 12.7 s) for 2-7 % more peak memory. This raises the thresholds for the whole process,
-    so the command line calls it and a library call does not. Returns False where it does not
-    apply (not Linux/glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
-
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
-             "iterations", "init", "strategy", "seed", "checkpoint_every", "snapshot_every",
-             "soft_labels", "lr_label", "label_epoch", "label_expert", "min_start_epoch", "max_start_epoch_end",
-             "start_epoch_rise", "ema_decay")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib distill``: distill a dataset from trained experts into a run folder."""
-    from mttlib.presets import SIZES, get_preset
-
-    p = argparse.ArgumentParser(prog="python -m mttlib distill",
-                                description="Distill a synthetic set by matching expert training trajectories.")
-    p.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini)")
-    p.add_argument("--ipc", type=int, default=1, help="synthetic images per class (default 1)")
-    p.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
-    p.add_argument("--experts", default=None, help="experts folder (default: the preset's under the runs folder)")
-    p.add_argument("--out", default=None, help="run folder (default <runs>/distill/<dataset>-ipc<N>-<preset>)")
-    p.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
-    p.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
-    p.add_argument("--strategy", choices=STRATEGIES + ("auto",), default=None,
-                   help="meta-gradient strategy (default auto: unroll if it fits in a quarter of the memory)")
-    p.add_argument("--iterations", type=int, default=None, help="distillation iterations")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--gif", action="store_true", help="write distillation.gif from the snapshots at the end")
-    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
-                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
-                      ("checkpoint-every", int), ("snapshot-every", int)):
-        p.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
-    p.add_argument("--init", choices=INITS, default=None,
-                   help="override the preset's init (real-correct: real images an expert classifies correctly)")
-    f = p.add_argument_group("follow-ups beyond the paper (mttlib.followups; all off by default)")
-    f.add_argument("--followup", action="append", default=[], metavar="NAME",
-                   help="apply a follow-up bundle of mttlib.presets.FOLLOWUPS (tesla, datm-labels, datm-schedule, "
-                        "datm, ftd-ema); repeat to combine; single options below win over it")
-    f.add_argument("--soft-labels", choices=("none", "fixed", "learn"), default=None,
-                   help="fixed: TESLA's expert soft labels; learn: DATM's learned label logits")
-    for name, typ, text in (("lr-label", float, "learning rate of the learned label logits"),
-                            ("label-epoch", int, "expert snapshot for soft labels and real-correct (default "
-                                                 "max_start_epoch)"),
-                            ("label-expert", int, "expert for TESLA's labels and real-correct (default 0)"),
-                            ("min-start-epoch", int, "lowest start epoch (DATM)"),
-                            ("max-start-epoch-end", int, "upper start epoch at the end of the rise (DATM)"),
-                            ("start-epoch-rise", int, "iterations over which the upper start epoch rises"),
-                            ("ema-decay", float, "keep a moving average of the images with this decay (FTD)")):
-        f.add_argument(f"--{name}", type=typ, default=None, help=text)
-    args = p.parse_args(argv)
-
-    from mttlib.data import load_dataset
-    from mttlib.experts import ExpertConfig, expert_dir, load_experts
-    from mttlib.models import make_model
-    from mttlib.paths import runs_dir
-
-    try:
-        preset = get_preset(args.dataset, args.ipc, args.preset)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    try:
-        from mttlib.presets import followup_overrides
-
-        config = DistillConfig.from_preset(preset, **{**followup_overrides(args.followup, preset), **_overrides(args)})
-    except (ValueError, KeyError) as err:
-        p.error(str(err.args[0] if isinstance(err, KeyError) else err))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_dataset(args.dataset, args.data_root, zca=config.zca)
-    config = config.replace(dataset=data.name)
-    experts_path = Path(args.experts) if args.experts else expert_dir(
-        args.runs, ExpertConfig.from_preset(preset, dataset=data.name))
-    out = Path(args.out) if args.out else runs_dir(args.runs) / "distill" / (
-        f"{data.name}-ipc{args.ipc}-{args.preset}".replace(":", "_").replace("/", "_"))
-    try:
-        experts = load_experts(experts_path)
-    except FileNotFoundError as err:
-        print(f"error: {err}\nTrain them first, e.g. `python -m mttlib experts --dataset {args.dataset} ...`.",
-              file=sys.stderr)
-        return 2
-
-    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
-    model = model.to(device)
-    n_images = data.num_classes * config.ipc
-    batch = min(config.batch_syn or n_images, n_images)
-    shape = (data.channels, data.image_size, data.image_size)
-    print(f"distilling {args.dataset} at ipc {config.ipc} ({preset.name}) from {len(experts)} experts in "
-          f"{experts_path} into {out} on {device}")
-    print("estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):")
-    chosen = config.strategy if config.strategy != "auto" else choose_strategy(model, batch, shape, config.syn_steps)
-    for strategy in STRATEGIES:
-        est = estimate_memory(model, batch, shape, config.syn_steps, strategy, num_images=n_images)
-        mark = "  <- this run" if strategy == chosen else ""
-        print(f"  {strategy:<9} {est / 2**30:7.2f} GiB{mark}")
-    if device == "cpu" or str(device).startswith("cpu"):
-        keep_freed_memory()  # this process only distils: trade returned memory for speed
-    try:
-        result = distill(config, experts, data, out, device=device, resume=args.resume,
-                         progress=not args.no_progress)
-    except (DistillationDiverged, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"done: {len(result.images)} images, learned syn_lr {result.syn_lr:.5g}, final loss "
-          f"{result.metrics[-1]['loss']:.4f}; distilled set in {out / 'distilled.pt'}")
-    if args.gif:
-        from mttlib.viz import distillation_gif
-
-        path = distillation_gif(out, data, out / "distillation.gif")
-        print(f"animation: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

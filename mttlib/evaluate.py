@@ -38,11 +38,8 @@ outputs -- knowledge distillation -- so the number is not comparable with hard-l
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -55,7 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mttlib.augment import DSA
-from mttlib.io import CorruptFileError, safe_load
+from mttlib.io import safe_load
+from mttlib import texture
 from mttlib.models import make_model
 from mttlib.zca import check_recipe
 
@@ -76,8 +74,9 @@ __all__ = [
     "evaluate_full_data",
     "evaluate_cross_architecture",
     "split_validation",
+    "evaluate_textures",
     "load_released", "released_space", "REFERENCE_NORMALISATION",
-    "cli",
+
     "PAPER_EPOCHS",
     "DEFAULT_MODELS",
 ]
@@ -650,6 +649,90 @@ def split_validation(data: "ImageData", per_class: int, seed: int = 0) -> tuple[
     return train_part, val_part
 
 
+# --------------------------------------------------------------------------- textures
+
+
+def evaluate_textures(
+    canvases: Tensor,
+    labels: Tensor,
+    data: ImageData,
+    lr: float | Tensor,
+    *,
+    epochs: int,
+    num_runs: int = 5,
+    model: str = "convnet",
+    baselines: Sequence[str] = ("real",),
+    baseline_lr: float | None = 0.01,
+    seed: int = 0,
+    classes: Sequence[int | str] | str = "present",
+    **evaluate_kwargs: Any,
+) -> dict[str, Any]:
+    """Test accuracy of fresh networks trained on crops of ``canvases``, with baselines.
+
+    Training uses :func:`mttlib.texture.crop_transform`: each time a canvas is drawn into a batch the network
+    sees one random toroidal crop of image size (then the evaluation recipe's DSA). Baselines go
+    through the very same recipe (epochs, crops, augmentation, networks and seeds), with as many
+    samples per class as there are canvases per class:
+
+    * ``"real"``: random real training images, each a 1x1 canvas -- its crops are the image
+      rolled with wrap-around. This is the paper's "random real" baseline with the texture
+      recipe; each network draws its own images (:func:`evaluate_random_real`).
+    * ``"real_tiles"``: canvases of the textures' size, each tiled with real images of its class
+      (``mttlib.texture.init_canvases(init="real")``): the same pixel budget as the textures, and the
+      starting point of a real-initialised distillation.
+
+    ``lr`` is the textures' learned ``syn_lr``; baselines train with ``baseline_lr`` (0.01, the
+    paper's rate for real images; ``None`` uses ``lr``). Other keyword arguments (``device``,
+    ``progress``, ``model_kwargs``, ``eval_on``, ...) go to :func:`evaluate_set`.
+
+    ``classes``: which classes the task has. ``"present"`` (default) takes the classes the
+    textures cover: textures of 4 of CIFAR-10's classes are then tested as a 4-way task on those
+    classes' test images (:func:`mttlib.texture.class_subset`), and the baselines draw from the same classes; a
+    set that covers every class is tested on the whole dataset. ``"all"`` keeps every class;
+    a list of indices or names picks them.
+    Returns ``{"textures": EvalResult, "<baseline>": EvalResult, ...}``; each result's config
+    names the classes under ``"eval_classes"``.
+    """
+    texture.check_texture_data(data)
+    if canvases.dim() != 4 or labels.dim() != 1 or canvases.shape[0] != labels.shape[0]:
+        raise ValueError(f"need canvases [N, C, H, W] and labels [N], got {tuple(canvases.shape)} "
+                         f"and {tuple(labels.shape)}")
+    labels = labels.detach().cpu().long()
+    if isinstance(classes, str) and classes not in ("present", "all"):
+        raise ValueError(f"classes must be 'present', 'all' or a list of classes, got {classes!r}")
+    wanted = (sorted(set(labels.tolist())) if classes == "present" else None if classes == "all"
+              else texture.class_indices(data, classes))
+    if wanted is not None and len(wanted) < data.num_classes:
+        missing = sorted(set(labels.tolist()) - set(wanted))
+        if missing:
+            raise ValueError(f"the textures have labels {missing} outside classes={list(classes)}")
+        lookup = {c: i for i, c in enumerate(wanted)}
+        data = texture.class_subset(data, wanted)
+        labels = torch.tensor([lookup[int(c)] for c in labels])
+    counts = torch.bincount(labels.cpu(), minlength=data.num_classes)
+    per_class = int(counts.max())
+    if baselines and not bool((counts == per_class).all()):
+        raise ValueError(f"baselines need the same number of canvases per class, got counts {counts.tolist()}; "
+                         "pass baselines=() to evaluate the textures alone")
+    common = dict(epochs=epochs, num_runs=num_runs, model=model, seed=seed,
+                  train_transform=texture.crop_transform(data.image_size), **evaluate_kwargs)
+    rate = lr if baseline_lr is None else baseline_lr
+    results = {"textures": evaluate_set(canvases.detach(), labels, data, lr=lr, **common)}
+    for name in baselines:
+        if name == "real":
+            results[name] = evaluate_random_real(data, per_class, lr=rate, **common)
+        elif name == "real_tiles":
+            canvas_size = max(1, canvases.shape[-1] // data.image_size)
+            x, y = texture.init_canvases(data, per_class, canvas_size, "real", torch.Generator().manual_seed(seed))
+            results[name] = evaluate_set(x, y, data, lr=rate, **common)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; use 'real' or 'real_tiles'")
+        results[name].config.update(texture_baseline=name)
+    for result in results.values():
+        result.config.update(eval_classes=list(data.classes))
+    return results
+
+
 # --------------------------------------------------------------------------- released tensors
 
 
@@ -716,10 +799,11 @@ def load_released(images_path: str | Path, labels_path: str | Path,
     return images.detach().float().contiguous(), labels.long()
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- set files
 
 
-def _load_set_file(path: str) -> dict[str, Any]:
+def load_set_file(path: str | Path) -> dict[str, Any]:
+    """Read a distilled set file (``images``, ``labels``, ``syn_lr``, ``config``), never unpickling code."""
     blob = safe_load(path)  # FileNotFoundError / CorruptFileError name the file
     if not isinstance(blob, dict) or "images" not in blob or "labels" not in blob:
         raise ValueError(f"{path} is not a distilled set file: expected a dict with 'images', 'labels', "
@@ -727,131 +811,6 @@ def _load_set_file(path: str) -> dict[str, Any]:
     return blob
 
 
-def cli(argv: list[str]) -> int:
-    """Command line of ``python -m mttlib evaluate``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mttlib evaluate",
-        description="Train fresh networks on a set and report test accuracy mean ± std "
-                    "(SGD momentum 0.9, weight decay 5e-4, lr ×0.1 at half-time, DSA, batch 256).")
-    src = parser.add_argument_group("what to evaluate (one of)")
-    src.add_argument("--set", help="a distilled set file (images, labels, syn_lr, config)")
-    src.add_argument("--released-images", help="the authors' images_best.pt (needs --released-labels, --lr, --dataset)")
-    src.add_argument("--released-labels", help="the authors' labels_best.pt")
-    src.add_argument("--baseline", choices=("random-real", "full"), help="a real-data baseline (needs --dataset)")
-    parser.add_argument("--ipc", type=int, help="images per class for --baseline random-real")
-    parser.add_argument("--dataset", help="dataset name (default: the one in the set file's config)")
-    parser.add_argument("--zca", action="store_true", help="ZCA-whitened dataset (must match how the set was made)")
-    parser.add_argument("--data-root", default=None, help="dataset folder (default data/ or $MTT_DATA_ROOT)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the set's syn_lr; 0.01 for baselines)")
-    parser.add_argument("--models", default="convnet", help="comma-separated architectures, e.g. convnet,alexnet,vgg11,resnet18")
-    parser.add_argument("--runs", type=int, default=None, help="networks per architecture (default 5; 1 for --baseline full)")
-    parser.add_argument("--epochs", type=int, help=f"training epochs (default {PAPER_EPOCHS} as in the paper; 30 for --baseline full)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0, help="base seed; run k uses run_seed(seed, k)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--soft-labels", action="store_true",
-                        help="for a --set distilled with soft labels: evaluate with its soft labels too, beside the "
-                             "hard-label result (soft results are marked: they include knowledge distillation)")
-    parser.add_argument("--ema", action="store_true",
-                        help="evaluate the set's moving average of the images (images_ema) instead of its images")
-    parser.add_argument("--json", action="store_true", help="print one JSON line with every result")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    from mttlib.data import load_dataset
-
-    modes = [args.set is not None, args.released_images is not None or args.released_labels is not None,
-             args.baseline is not None]
-    if sum(modes) != 1:
-        parser.error("give exactly one of --set, --released-images/--released-labels, --baseline")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models:
-        parser.error("--models is empty")
-    common = dict(num_runs=args.runs or 5, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                  progress=not args.no_progress)
-    epochs = args.epochs if args.epochs is not None else PAPER_EPOCHS
-    info: dict[str, Any] = {}
-
-    if args.set is not None:
-        try:
-            blob = _load_set_file(args.set)
-        except (FileNotFoundError, ValueError, CorruptFileError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        config = blob.get("config") or {}
-        name = config.get("dataset")
-        if args.dataset and name and args.dataset != name:
-            parser.error(f"the set was distilled on {name!r} but --dataset is {args.dataset!r}")
-        name = args.dataset or name
-        if not name:
-            parser.error(f"{args.set} does not name its dataset; pass --dataset")
-        if "zca" in config and args.zca and not config["zca"]:
-            parser.error(f"{args.set} was distilled without ZCA; drop --zca")
-        zca = bool(config.get("zca", args.zca))
-        if args.lr is not None:
-            lr = args.lr
-        elif blob.get("syn_lr") is not None:
-            lr = _as_float(blob["syn_lr"])
-        else:
-            parser.error(f"{args.set} holds no syn_lr; pass --lr")
-        images, labels = blob["images"], blob["labels"]
-        if args.ema:
-            if blob.get("images_ema") is None:
-                parser.error(f"{args.set} holds no images_ema (distill with ema_decay to keep one)")
-            images = blob["images_ema"]
-        if args.soft_labels and blob.get("soft_labels") is None:
-            parser.error(f"{args.set} holds no soft labels (distill with soft_labels fixed or learn)")
-        info = {"mode": "set", "path": str(args.set), "images": "ema" if args.ema else "raw",
-                "labels": "hard and soft" if args.soft_labels else "hard"}
-    elif args.baseline is None:
-        if not (args.released_images and args.released_labels and args.dataset and args.lr):
-            parser.error("released tensors need --released-images, --released-labels, --lr and --dataset "
-                         "(add --zca if they were distilled with ZCA)")
-        name, zca, lr = args.dataset, args.zca, args.lr
-        images = labels = None  # loaded once the dataset is known, to check shapes
-        info = {"mode": "released", "images": str(args.released_images), "labels": str(args.released_labels)}
-    else:
-        if not args.dataset:
-            parser.error("--baseline needs --dataset")
-        if args.baseline == "random-real" and not args.ipc:
-            parser.error("--baseline random-real needs --ipc N")
-        name, zca, lr = args.dataset, args.zca, (args.lr if args.lr is not None else 0.01)
-        images = labels = None
-        info = {"mode": f"baseline-{args.baseline}"}
-        if args.baseline == "full":
-            epochs = args.epochs if args.epochs is not None else 30
-            common["num_runs"] = args.runs or 1
-
-    results: dict[str, EvalResult] = {}
-    try:  # mistakes a user can make (missing data, wrong shapes, unknown model) end with one line
-        data = load_dataset(name, args.data_root, zca=zca)
-        if info["mode"] == "released":
-            data = released_space(data)  # test on what the authors' tensors were made from
-            images, labels = load_released(args.released_images, args.released_labels, data)
-        elif info["mode"] == "set" and zca:
-            check_recipe({"recipe": blob.get("zca_recipe")}, args.set)
-        for model in models:
-            if info["mode"] == "baseline-random-real":
-                results[model] = evaluate_random_real(data, args.ipc, model=model, lr=lr, epochs=epochs, **common)
-            elif info["mode"] == "baseline-full":
-                results[model] = evaluate_full_data(data, model=model, lr=lr, epochs=epochs, **common)
-            elif info["mode"] == "set" and args.soft_labels:
-                both = evaluate_soft_and_hard(images, blob["soft_labels"], labels, data, model=model, lr=lr,
-                                              epochs=epochs, **common)
-                results[model], results[f"{model} (soft labels)"] = both["hard"], both["soft"]
-            else:
-                results[model] = evaluate_set(images, labels, data, model=model, lr=lr, epochs=epochs, **common)
-            if not args.json:
-                for key in (k for k in results if k == model or k.startswith(f"{model} (")):
-                    print(f"{key:<12} {results[key]}", flush=True)
-    except (FileNotFoundError, ValueError, CorruptFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({**info, "dataset": data.name, "zca": zca, "lr": lr, "epochs": epochs,
-                          "results": {m: r.to_dict() for m, r in results.items()}}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))
+def check_set_recipe(blob: dict[str, Any], where: str | Path) -> None:
+    """Refuse a ZCA set file distilled with another whitening than today's (see :mod:`mttlib.zca`)."""
+    check_recipe({"recipe": blob.get("zca_recipe")}, str(where))

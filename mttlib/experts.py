@@ -54,7 +54,6 @@ Buffers (BatchNorm running statistics) are not part of a trajectory.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -74,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, safe_load
-from mttlib.paths import runs_dir as _runs_dir
+from mttlib.io import runs_dir as _runs_dir
 from mttlib.zca import check_recipe
 
 if TYPE_CHECKING:
@@ -99,7 +98,7 @@ __all__ = [
     "project_trajectories",
     "classroom_config",
     "smoke_config",
-    "cli",
+
 ]
 
 FORMAT_VERSION = 1
@@ -232,7 +231,7 @@ def _stream_seed(seed: int, stream: str) -> int:
 
 def expert_dir(runs_dir: str | Path | None, config: ExpertConfig) -> Path:
     """``runs_dir / "experts" / "<dataset>-<model>-<fingerprint>"`` (``runs_dir`` None: the kit's
-    runs folder, see :func:`mttlib.paths.runs_dir`)."""
+    runs folder, see :func:`mttlib.io.runs_dir`)."""
     name = f"{config.dataset}-{config.model}-{config.fingerprint()}"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # 'folder:PATH' datasets hold slashes
     return _runs_dir(runs_dir) / "experts" / name
@@ -838,76 +837,3 @@ def project_trajectories(trajectories: Sequence[Trajectory], dims: int = 2,
     coords = (x - x.mean(0, keepdim=True)) @ directions.T
     coords = coords * torch.where(coords[len(trajectories[0]) - 1] < 0, -1.0, 1.0)
     return list(coords.split([len(t) for t in trajectories])), explained
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _summary(paths: list[Path], out_dir: Path) -> str:
-    metas = [read_meta(p) for p in paths]
-    lines = [f"{'expert':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}"]
-    for m in metas:
-        lines.append(f"{m['index']:>8} {m['train_acc'][-1]:>10.4f} {m['test_acc'][-1]:>9.4f} {m['wall_time_s']:>8.1f}")
-    final = torch.tensor([m["test_acc"][-1] for m in metas], dtype=torch.float64)
-    std = final.std().item() if len(metas) > 1 else 0.0
-    lines.append(f"{len(metas)} experts of {metas[0]['epochs']} epochs in {out_dir}; final test accuracy "
-                 f"{final.mean().item():.4f} +- {std:.4f}")
-    return "\n".join(lines)
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib experts``: train expert trajectories (``torchrun`` splits them over ranks)."""
-    defaults = ExpertConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m mttlib experts",
-        description="Train expert trajectories on real data (the paper's recipe by default). Finished "
-                    "experts are kept, so re-running resumes. Under `torchrun --nproc-per-node K -m mttlib "
-                    "experts ...` the experts are split over K processes.")
-    parser.add_argument("--dataset", default=defaults.dataset, help="dataset name (default %(default)s)")
-    parser.add_argument("--zca", action="store_true", help="ZCA-whiten the images")
-    parser.add_argument("--data-root", default=None, help="dataset folder (default data/ or $MTT_DATA_ROOT)")
-    parser.add_argument("--model", default=defaults.model, help="network name (default %(default)s)")
-    parser.add_argument("--width", type=int, default=None, help="network width override")
-    parser.add_argument("--depth", type=int, default=None, help="ConvNet depth override")
-    parser.add_argument("--num-experts", type=int, default=5, help="experts to train (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per expert (default %(default)s)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="SGD learning rate (default %(default)s)")
-    parser.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum (default 0)")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="weight decay (default 0)")
-    parser.add_argument("--lr-decay", action="store_true", help="lr x0.1 after half of the epochs")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="batch size (default %(default)s)")
-    parser.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
-    parser.add_argument("--seed", type=int, default=defaults.base_seed, help="base seed (default %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--out", default=None, help="experts folder (default runs/experts/<dataset>-<model>-<hash>)")
-    parser.add_argument("--runs", default=None, help="runs folder for the default --out (default runs/ or $MTT_RUNS)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    from mttlib.data import load_dataset
-
-    kwargs = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
-    data = load_dataset(args.dataset, args.data_root, zca=args.zca)
-    try:
-        config = ExpertConfig(dataset=data.name, zca=args.zca, model=args.model, model_kwargs=kwargs,
-                              epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                              batch_size=args.batch_size, lr_decay=args.lr_decay, dsa=not args.no_dsa,
-                              base_seed=args.seed)
-    except ValueError as err:
-        parser.error(str(err))
-    out_dir = Path(args.out) if args.out else expert_dir(args.runs, config)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    mine = [k for k in range(args.num_experts) if k % world == rank and not expert_path(out_dir, k).exists()]
-    who = f"rank {rank} of {world}: " if world > 1 else ""
-    print(f"{who}training experts {mine} into {out_dir}" if mine else f"{who}no experts to train in {out_dir}",
-          file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    paths = train_experts(data, config, args.num_experts, out_dir, device=args.device, progress=not args.no_progress)
-    if rank == 0:
-        print(_summary(paths, out_dir))
-        print(f"done in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

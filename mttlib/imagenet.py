@@ -89,7 +89,7 @@ from torch import Tensor
 
 from mttlib.data import ImageData, register_dataset
 from mttlib.io import CorruptFileError, atomic_save, safe_load
-from mttlib.paths import data_root
+from mttlib.io import data_root
 
 __all__ = [
     "IMAGENET_SUBSETS", "MTT_PAPER_ACCURACY", "RESIZE_MODES", "IMAGENET_MEAN", "IMAGENET_STD", "TINY_MEAN", "TINY_STD",

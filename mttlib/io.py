@@ -1,8 +1,21 @@
-"""Safe files: atomic writes, and loads that never unpickle arbitrary code.
+"""Where the kit's files live, and safe files: atomic writes, loads that never unpickle code.
 
 Every artifact of the kit (expert trajectories, checkpoints, distilled sets, caches) goes
 through these helpers, so an interrupted run never leaves a half-written file behind, and
 loading a file from somebody else cannot run their code.
+
+Each location comes from an explicit argument first, then an environment variable, then a
+default inside the kit's checkout:
+
+=================  ===================  ==========================
+what               environment          default
+=================  ===================  ==========================
+dataset root       ``MTT_DATA_ROOT``    ``<kit>/data``
+runs (experts,     ``MTT_RUNS``         ``<kit>/runs``
+distilled sets)
+outputs (figures,  ``MTT_OUTPUTS``      ``<kit>/outputs``
+executed notebooks)
+=================  ===================  ==========================
 """
 
 from __future__ import annotations
@@ -15,8 +28,39 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "safe_load", "atomic_write_text", "atomic_write_json", "CorruptFileError"]
+__all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_text",
+           "atomic_write_json", "CorruptFileError"]
 
+
+# --- where things live ------------------------------------------------------------------------
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pick(explicit: str | Path | None, env: str, default: Path) -> Path:
+    if explicit not in (None, ""):
+        return Path(explicit).expanduser()
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    return default
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """The folder that holds datasets (``root``, else ``$MTT_DATA_ROOT``, else ``<kit>/data``)."""
+    return _pick(root, "MTT_DATA_ROOT", KIT_ROOT / "data")
+
+
+def runs_dir(path: str | Path | None = None) -> Path:
+    """The folder for experts and distillation runs (``path``, ``$MTT_RUNS``, ``<kit>/runs``)."""
+    return _pick(path, "MTT_RUNS", KIT_ROOT / "runs")
+
+
+def outputs_dir(path: str | Path | None = None) -> Path:
+    """The folder for figures and executed notebooks (``path``, ``$MTT_OUTPUTS``, ``<kit>/outputs``)."""
+    return _pick(path, "MTT_OUTPUTS", KIT_ROOT / "outputs")
+
+
+# --- safe files --------------------------------------------------------------------------------
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -19,7 +19,7 @@ What lives here:
   the loop's; :func:`load_textures` reads the result;
 * evaluation with crops: :func:`crop_transform`, :func:`evaluate_textures`;
 * the seam measures :func:`seam_ratio` and :func:`seam_score`, and :func:`export_pngs`;
-* :func:`tiling_widget` for the classroom, and ``python -m mttlib texture distill|export``
+* :func:`mttlib.widgets.tiling_widget` for the classroom, and ``python -m mttlib texture distill|export``
   (:func:`cli`).
 
 Texture mode works in pixel space only: :func:`check_texture_data` refuses ZCA-whitened data.
@@ -27,11 +27,9 @@ Texture mode works in pixel space only: :func:`check_texture_data` refuses ZCA-w
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -61,10 +59,8 @@ __all__ = [
     "load_textures",
     "crop_transform",
     "class_subset",
-    "evaluate_textures",
     "export_pngs",
-    "tiling_widget",
-    "cli",
+
 ]
 
 Size = int | tuple[int, int]
@@ -576,89 +572,6 @@ def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
                       classes=names, mean=data.mean, std=data.std, zca=None, digits=data.digits)
 
 
-def evaluate_textures(
-    canvases: Tensor,
-    labels: Tensor,
-    data: ImageData,
-    lr: float | Tensor,
-    *,
-    epochs: int,
-    num_runs: int = 5,
-    model: str = "convnet",
-    baselines: Sequence[str] = ("real",),
-    baseline_lr: float | None = 0.01,
-    seed: int = 0,
-    classes: Sequence[int | str] | str = "present",
-    **evaluate_kwargs: Any,
-) -> dict[str, Any]:
-    """Test accuracy of fresh networks trained on crops of ``canvases``, with baselines.
-
-    Training uses :func:`crop_transform`: each time a canvas is drawn into a batch the network
-    sees one random toroidal crop of image size (then the evaluation recipe's DSA). Baselines go
-    through the very same recipe (epochs, crops, augmentation, networks and seeds), with as many
-    samples per class as there are canvases per class:
-
-    * ``"real"``: random real training images, each a 1x1 canvas -- its crops are the image
-      rolled with wrap-around. This is the paper's "random real" baseline with the texture
-      recipe; each network draws its own images (``mttlib.evaluate.evaluate_random_real``).
-    * ``"real_tiles"``: canvases of the textures' size, each tiled with real images of its class
-      (``init_canvases(init="real")``): the same pixel budget as the textures, and the
-      starting point of a real-initialised distillation.
-
-    ``lr`` is the textures' learned ``syn_lr``; baselines train with ``baseline_lr`` (0.01, the
-    paper's rate for real images; ``None`` uses ``lr``). Other keyword arguments (``device``,
-    ``progress``, ``model_kwargs``, ``eval_on``, ...) go to ``mttlib.evaluate.evaluate_set``.
-
-    ``classes``: which classes the task has. ``"present"`` (default) takes the classes the
-    textures cover: textures of 4 of CIFAR-10's classes are then tested as a 4-way task on those
-    classes' test images (:func:`class_subset`), and the baselines draw from the same classes; a
-    set that covers every class is tested on the whole dataset. ``"all"`` keeps every class;
-    a list of indices or names picks them.
-    Returns ``{"textures": EvalResult, "<baseline>": EvalResult, ...}``; each result's config
-    names the classes under ``"eval_classes"``.
-    """
-    from mttlib import evaluate  # imported here so this module loads without the evaluate module
-
-    check_texture_data(data)
-    if canvases.dim() != 4 or labels.dim() != 1 or canvases.shape[0] != labels.shape[0]:
-        raise ValueError(f"need canvases [N, C, H, W] and labels [N], got {tuple(canvases.shape)} "
-                         f"and {tuple(labels.shape)}")
-    labels = labels.detach().cpu().long()
-    if isinstance(classes, str) and classes not in ("present", "all"):
-        raise ValueError(f"classes must be 'present', 'all' or a list of classes, got {classes!r}")
-    wanted = (sorted(set(labels.tolist())) if classes == "present" else None if classes == "all"
-              else class_indices(data, classes))
-    if wanted is not None and len(wanted) < data.num_classes:
-        missing = sorted(set(labels.tolist()) - set(wanted))
-        if missing:
-            raise ValueError(f"the textures have labels {missing} outside classes={list(classes)}")
-        lookup = {c: i for i, c in enumerate(wanted)}
-        data = class_subset(data, wanted)
-        labels = torch.tensor([lookup[int(c)] for c in labels])
-    counts = torch.bincount(labels.cpu(), minlength=data.num_classes)
-    per_class = int(counts.max())
-    if baselines and not bool((counts == per_class).all()):
-        raise ValueError(f"baselines need the same number of canvases per class, got counts {counts.tolist()}; "
-                         "pass baselines=() to evaluate the textures alone")
-    common = dict(epochs=epochs, num_runs=num_runs, model=model, seed=seed,
-                  train_transform=crop_transform(data.image_size), **evaluate_kwargs)
-    rate = lr if baseline_lr is None else baseline_lr
-    results = {"textures": evaluate.evaluate_set(canvases.detach(), labels, data, lr=lr, **common)}
-    for name in baselines:
-        if name == "real":
-            results[name] = evaluate.evaluate_random_real(data, per_class, lr=rate, **common)
-        elif name == "real_tiles":
-            canvas_size = max(1, canvases.shape[-1] // data.image_size)
-            x, y = init_canvases(data, per_class, canvas_size, "real", torch.Generator().manual_seed(seed))
-            results[name] = evaluate.evaluate_set(x, y, data, lr=rate, **common)
-        else:
-            raise ValueError(f"unknown baseline {name!r}; use 'real' or 'real_tiles'")
-        results[name].config.update(texture_baseline=name)
-    for result in results.values():
-        result.config.update(eval_classes=list(data.classes))
-    return results
-
-
 # --- export ------------------------------------------------------------------------------------
 
 
@@ -734,48 +647,10 @@ def export_pngs(canvases: Tensor, labels: Tensor, classes: Sequence[str], data: 
 # --- classroom widget --------------------------------------------------------------------------
 
 
-def tiling_widget(canvases: Tensor, classes: Sequence[str], data: ImageData,
-                  labels: Tensor | None = None) -> Any:
-    """An ipywidgets control to browse textures tiled and worn: class, tiles and zoom.
-
-    Redraws :func:`mttlib.viz.tiling_figure` and :func:`mttlib.viz.garment_figure` for the
-    chosen class's first canvas. Without ``labels`` the canvases are taken to be in class order
-    with the same number per class (as :func:`init_canvases` makes them).
-    """
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    from mttlib import viz
-
-    pixels = data.deprocess(canvases.detach()).cpu()
-    if labels is None:
-        if len(pixels) % len(classes):
-            raise ValueError(f"{len(pixels)} canvases do not split evenly over {len(classes)} classes; pass labels")
-        labels = torch.arange(len(classes)).repeat_interleave(len(pixels) // len(classes))
-    labels = torch.as_tensor(labels).cpu()
-    options = [(name, c) for c, name in enumerate(classes) if bool((labels == c).any())]
-    pick = widgets.Dropdown(options=options, description="class")
-    tiles = widgets.IntSlider(value=3, min=1, max=8, description="tiles")
-    zoom = widgets.FloatSlider(value=1.0, min=0.5, max=3.0, step=0.25, description="zoom")
-    output = widgets.Output()
-
-    def redraw(_: Any = None) -> None:
-        canvas = pixels[int((labels == pick.value).nonzero()[0])]
-        output.clear_output(wait=True)
-        with output:
-            display(viz.tiling_figure(canvas, tiles.value, tiles.value, zoom.value))
-            display(viz.garment_figure(canvas, tiles.value, zoom=zoom.value))
-
-    for control in (pick, tiles, zoom):
-        control.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([pick, tiles, zoom]), output])
+# --- stored pixels ------------------------------------------------------------------------------
 
 
-# --- command line ------------------------------------------------------------------------------
-
-
-class _Pixels:
+class StoredPixels:
     """Deprocessing from stored mean and std, for a set whose dataset is not at hand."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -784,124 +659,3 @@ class _Pixels:
 
     def deprocess(self, x: Tensor) -> Tensor:
         return (x.float().cpu() * self.std + self.mean).clamp(0, 1)
-
-
-def _export(args: argparse.Namespace) -> int:
-    tex = load_textures(args.set)
-    config = tex.get("config") or {}
-    meta = tex.get("data") if isinstance(tex.get("data"), dict) else config.get("data")
-    meta = meta if isinstance(meta, dict) else config
-    if args.dataset is None and "mean" in meta and "std" in meta and "classes" in meta:
-        data, classes = _Pixels(meta["mean"], meta["std"]), list(meta["classes"])
-    else:
-        from mttlib.data import load_dataset
-
-        name = args.dataset or config.get("dataset")
-        if not name:
-            raise SystemExit(f"{args.set} does not say which dataset it comes from; pass --dataset NAME")
-        data = load_dataset(name, args.data_root, zca=False)
-        classes = list(data.classes)
-    where = Path(args.set)
-    out = Path(args.out) if args.out else (where / "png" if where.is_dir() else where.with_name(where.stem + "_png"))
-    paths = export_pngs(tex["images"], tex["labels"], classes, data, out, upscale=args.upscale, repeats=args.repeats)
-    print(f"wrote {len(paths)} PNGs to {out}")
-    return 0
-
-
-def _distill(args: argparse.Namespace) -> int:
-    from mttlib.data import load_dataset
-    from mttlib.distill import DistillationDiverged
-    from mttlib.experts import ExpertConfig, expert_dir, load_experts
-    from mttlib.paths import runs_dir
-    from mttlib.presets import get_preset
-
-    overrides = {n: getattr(args, n) for n in ("iterations", "strategy", "seed", "syn_steps", "expert_epochs",
-                                                "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
-                                                "checkpoint_every", "snapshot_every")}
-    try:
-        preset = get_preset(args.dataset, args.ipc, args.preset)
-        data = load_dataset(args.dataset, args.data_root, zca=False)
-        config = texture_config(args.dataset, args.ipc, args.preset, init=args.init, **overrides)
-        config = config.replace(dataset=data.name)
-        classes = args.classes if args.classes and args.classes.strip() else None
-        wanted = class_indices(data, classes)
-    except (KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
-    experts_path = Path(args.experts) if args.experts else expert_dir(
-        args.runs, ExpertConfig.from_preset(preset, dataset=data.name, zca=False))
-    tag = "all" if classes is None else "-".join(str(c) for c in wanted)
-    out = Path(args.out) if args.out else runs_dir(args.runs) / "texture" / (
-        f"{data.name}-ipc{args.ipc}-{args.preset}-c{args.canvas_size}-{tag}".replace(":", "_").replace("/", "_"))
-    try:
-        experts = load_experts(experts_path)
-    except FileNotFoundError as err:
-        print(f"error: {err}\nTrain experts without ZCA first, e.g. `python -m mttlib experts --dataset "
-              f"{args.dataset} ...`, or point --experts at them.", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    side = args.canvas_size * data.image_size
-    print(f"distilling {len(wanted)} class(es) of {data.name} into {args.ipc} texture(s) each: canvases of "
-          f"{side}x{side}, {args.canvas_samples} crop(s) of {data.image_size}x{data.image_size} per canvas per step"
-          f"{'' if not args.no_wrap else ' WITHOUT wrap-around (control)'}; {len(experts)} experts from "
-          f"{experts_path}; run folder {out}; {device}")
-    try:
-        result = distill_textures(data, experts, out, config=config, canvas_size=args.canvas_size,
-                                  canvas_samples=args.canvas_samples, init=args.init, classes=wanted,
-                                  wrap=not args.no_wrap, device=device, progress=not args.no_progress,
-                                  resume=args.resume)
-    except (DistillationDiverged, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    ratios = seam_ratio(result.images)
-    print(f"done: {len(result.images)} textures, learned syn_lr {result.syn_lr:.5g}, final loss "
-          f"{result.metrics[-1]['loss']:.4f}, mean seam ratio {float(ratios.mean()):.3f} (about 1: seamless)")
-    print(f"texture set: {out / 'distilled.pt'}\nexport PNGs with: python -m mttlib texture export {out}")
-    return 0
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib texture <action>``: ``distill`` tileable textures, ``export`` them as PNGs."""
-    from mttlib.distill import STRATEGIES
-    from mttlib.presets import SIZES
-
-    parser = argparse.ArgumentParser(prog="python -m mttlib texture",
-                                     description="Tileable textures by dataset distillation.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    dis = sub.add_parser("distill", help="distill tileable textures from expert trajectories")
-    dis.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini); never ZCA")
-    dis.add_argument("--ipc", type=int, default=1, help="textures per class (default 1)")
-    dis.add_argument("--classes", default=None, help="comma-separated class indices or names (default: all)")
-    dis.add_argument("--canvas-size", type=int, default=2, help="canvas side in image sides (default 2)")
-    dis.add_argument("--canvas-samples", type=int, default=1,
-                     help="random crops per canvas per student step (default 1)")
-    dis.add_argument("--init", choices=("noise", "real"), default="noise", help="starting canvases (default noise)")
-    dis.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
-    dis.add_argument("--experts", default=None,
-                     help="experts folder (default: the preset's, without ZCA, under the runs folder)")
-    dis.add_argument("--out", default=None,
-                     help="run folder (default <runs>/texture/<dataset>-ipc<N>-<preset>-c<canvas>-<classes>)")
-    dis.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
-    dis.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
-    dis.add_argument("--strategy", choices=STRATEGIES, default=None, help="meta-gradient strategy (default recompute)")
-    dis.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: the preset's)")
-    dis.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    dis.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    dis.add_argument("--no-progress", action="store_true", help="no progress bar")
-    dis.add_argument("--no-wrap", action="store_true",
-                     help="control run: crops stay inside the canvas (no wrap-around)")
-    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
-                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
-                      ("checkpoint-every", int), ("snapshot-every", int)):
-        dis.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
-    exp = sub.add_parser("export", help="write tile, tiling and sheet PNGs of a texture set")
-    exp.add_argument("set", help="a texture run folder or its distilled.pt (a dict with images, labels and config)")
-    exp.add_argument("--out", default=None, help="output folder (default: <run>/png, or <set>_png beside a file)")
-    exp.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale factor (default 4)")
-    exp.add_argument("--repeats", type=int, default=3, help="tiles per side of the tiling PNG (default 3)")
-    exp.add_argument("--dataset", default=None, help="dataset name, if the set does not record its normalisation")
-    exp.add_argument("--data-root", default=None, help="dataset root (default $MTT_DATA_ROOT or <kit>/data)")
-    args = parser.parse_args(argv)
-    if args.action == "export":
-        return _export(args)
-    return _distill(args)

@@ -21,8 +21,9 @@ import mttlib.data as data_mod
 from mttlib.augment import DIGIT_STRATEGY, DSA_STRATEGY
 from mttlib.data import (EMBEDDED_DATASET, ImageData, channel_stats, load_dataset, load_image_folder,
                          register_dataset)
+from mttlib import cli
 from mttlib.io import CorruptFileError, atomic_save, safe_load
-from mttlib.paths import KIT_ROOT
+from mttlib.io import KIT_ROOT
 from mttlib.zca import RECIPE, ZCA
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -496,8 +497,8 @@ def test_mnist_through_torchvision_and_digits_flag(tmp_path):
 
 def test_cli_prints_description(tmp_path, capsys):
     tree = make_tree(tmp_path / "pets", train=1, test=1)
-    assert data_mod.cli([f"folder:{tree}", "--data-root", str(tmp_path)]) == 0
+    assert cli.main(["data", f"folder:{tree}", "--data-root", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["classes"] == ["cat", "dog"] and printed["train_size"] == 2
-    assert data_mod.cli(["nope", "--data-root", str(tmp_path)]) == 1
+    assert cli.main(["data", "nope", "--data-root", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mttlib import cli
 from mttlib import evaluate as ev
 from mttlib.data import ImageData
 from mttlib.io import CorruptFileError, atomic_save
@@ -344,7 +345,7 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
     path = tmp_path / "set.pt"
     atomic_save({"images": x, "labels": y, "syn_lr": torch.tensor(0.02),
                  "config": {"dataset": "cifar10-mini", "zca": False}}, path)
-    code = ev.cli(["--set", str(path), "--models", "mlp", "--runs", "2", "--epochs", "2", "--json",
+    code = cli.main(["evaluate", "--set", str(path), "--models", "mlp", "--runs", "2", "--epochs", "2", "--json",
                    "--no-progress", "--device", "cpu"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -359,7 +360,7 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
     # a set file with no learned lr needs --lr
     atomic_save({"images": x, "labels": y, "config": {"dataset": "cifar10-mini"}}, tmp_path / "nolr.pt")
     with pytest.raises(SystemExit):
-        ev.cli(["--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
+        cli.main(["evaluate", "--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
 
 
 def _spy_training(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -395,7 +396,7 @@ def test_released_zca_set_is_evaluated_in_the_references_space(reference_zca, tm
     atomic_save(torch.from_numpy(whiten(x)).float().reshape(x.shape), tmp_path / "images_best.pt")
     atomic_save(y.clone(), tmp_path / "labels_best.pt")
     seen = _spy_training(monkeypatch)
-    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+    code = cli.main(["evaluate", "--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
                    str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini", "--zca",
                    "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
                    "--device", "cpu"])
@@ -421,7 +422,7 @@ def test_released_plain_set_uses_the_references_normalisation(tmp_path, monkeypa
     atomic_save(((x.double() / 255 - mean) / std).float(), tmp_path / "images_best.pt")
     atomic_save(y.clone(), tmp_path / "labels_best.pt")
     seen = _spy_training(monkeypatch)
-    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+    code = cli.main(["evaluate", "--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
                    str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini",
                    "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
                    "--device", "cpu"])
@@ -440,6 +441,6 @@ def test_set_distilled_with_the_old_zca_is_refused(tmp_path, capsys) -> None:
     path = tmp_path / "old.pt"
     atomic_save({"images": x, "labels": y, "syn_lr": 0.01, "config": {"dataset": "cifar10-mini", "zca": True}},
                 path)
-    code = ev.cli(["--set", str(path), "--models", "convnet", "--runs", "1", "--epochs", "1", "--no-progress"])
+    code = cli.main(["evaluate", "--set", str(path), "--models", "convnet", "--runs", "1", "--epochs", "1", "--no-progress"])
     assert code == 2
     assert "another recipe" in capsys.readouterr().err

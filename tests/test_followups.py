@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mttlib import distill as D
+from mttlib import distill as D, matching
 from mttlib import followups as FU
 from mttlib.evaluate import SOFT_LABEL_NOTE, evaluate_set, evaluate_soft_and_hard
 from mttlib.io import safe_load
@@ -42,24 +42,24 @@ def test_soft_cross_entropy_reduces_to_cross_entropy_on_one_hot():
     assert float(FU.soft_cross_entropy(logits, one_hot)) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-12)
 
 
-@pytest.mark.parametrize("strategy", D.STRATEGIES)
+@pytest.mark.parametrize("strategy", matching.STRATEGIES)
 def test_label_gradient_flows_with_both_strategies(strategy):
     fm, start, target, x, logits, plans, source = _soft_problem(steps=3)
-    out = D.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, strategy)
+    out = matching.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, strategy)
     assert len(out) == 4
     loss, gx, glr, gy = out
     assert gx.shape == x.shape and glr.shape == () and gy.shape == logits.shape
     for g in (gx, glr, gy):
         assert torch.isfinite(g).all() and g.abs().sum() > 0
     # hard labels still give three results
-    assert len(D.meta_gradient(fm, start, target, x, logits.argmax(1), 0.05, plans, source, strategy)) == 3
+    assert len(matching.meta_gradient(fm, start, target, x, logits.argmax(1), 0.05, plans, source, strategy)) == 3
 
 
 def test_unroll_and_recompute_agree_in_float64_with_soft_labels():
     fm, start, target, x, logits, plans, source = _soft_problem(steps=5, batch_syn=4)
     lr = torch.tensor(0.05, dtype=torch.float64)
-    l1, gx1, glr1, gy1 = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "unroll")
-    l2, gx2, glr2, gy2 = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")
+    l1, gx1, glr1, gy1 = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "unroll")
+    l2, gx2, glr2, gy2 = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")
     assert abs(float(l1 - l2)) <= 1e-12 * float(l1)
     assert rel(gx2, gx1) < 1e-8
     assert abs(float(glr2 - glr1)) < 1e-8 * abs(float(glr1))
@@ -71,9 +71,9 @@ def test_label_gradient_matches_finite_differences():
     lr = torch.tensor(0.05, dtype=torch.float64)
 
     def loss(labels):
-        return float(D.meta_gradient(fm, start, target, x, labels, lr, plans, source, "unroll")[0])
+        return float(matching.meta_gradient(fm, start, target, x, labels, lr, plans, source, "unroll")[0])
 
-    gy = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")[3]
+    gy = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")[3]
     g = torch.Generator().manual_seed(4)
     eps = 1e-5
     for _ in range(3):
@@ -87,8 +87,8 @@ def test_one_hot_like_logits_reproduce_hard_label_pixel_gradient():
     """Soft labels that are (numerically) one-hot give the hard-label meta-gradient."""
     fm, start, target, x, y, plans, source = problem(steps=3, batch_syn=4)
     logits = 200.0 * F.one_hot(y, CLASSES).double()
-    hard = D.meta_gradient(fm, start, target, x, y, 0.05, plans, source, "recompute")
-    soft = D.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, "recompute")
+    hard = matching.meta_gradient(fm, start, target, x, y, 0.05, plans, source, "recompute")
+    soft = matching.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, "recompute")
     assert rel(soft[1], hard[1]) < 1e-10 and float(soft[0]) == pytest.approx(float(hard[0]), rel=1e-12)
 
 
@@ -127,7 +127,7 @@ def test_datm_labels_start_from_correct_experts_and_learn():
 def test_soft_label_loop_is_the_same_with_both_strategies():
     data, experts = fake_data(), fake_experts()
     results = {s: D.distill(config(soft_labels="learn", strategy=s, iterations=2), experts, data, None,
-                            progress=False) for s in D.STRATEGIES}
+                            progress=False) for s in matching.STRATEGIES}
     a, b = results["unroll"], results["recompute"]
     assert rel(b.images, a.images) < 1e-5 and rel(b.label_logits, a.label_logits) < 1e-5
     assert b.soft_labels.shape == (CLASSES * IPC, CLASSES)
@@ -329,16 +329,16 @@ def test_followup_bundles_make_valid_configs(name):
 
 
 def test_cli_followup_switches(tmp_path, monkeypatch):
-    import mttlib.data
+    import mttlib.cli
     import mttlib.experts
 
     data = fake_data()
-    monkeypatch.setattr(mttlib.data, "load_dataset", lambda name, root=None, zca=False: data)
+    monkeypatch.setattr(mttlib.cli, "load_dataset", lambda name, root=None, zca=False: data)
     monkeypatch.setattr(mttlib.experts, "load_experts", lambda path: fake_experts(width=8, depth=None))
     args = ["--dataset", "cifar10-mini", "--ipc", "1", "--preset", "smoke", "--experts", str(tmp_path / "e"),
             "--out", str(tmp_path / "run"), "--no-progress", "--strategy", "recompute", "--followup", "tesla",
             "--ema-decay", "0.5", "--iterations", "2"]
-    assert D.cli(args) == 0
+    assert mttlib.cli.main(["distill", *args]) == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert cfg["soft_labels"] == "fixed" and cfg["ema_decay"] == 0.5
     saved = D.load_distilled(tmp_path / "run")

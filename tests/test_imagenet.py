@@ -18,7 +18,7 @@ from PIL import Image
 
 import mttlib.imagenet as inet
 from mttlib.data import load_dataset
-from mttlib.paths import KIT_ROOT
+from mttlib.io import KIT_ROOT
 
 CIFAR = KIT_ROOT / "data" / "cifar10-mini" / "train"
 

@@ -1,0 +1,157 @@
+"""The kit's one SGD training loop, and what goes with it: accuracy, seeds and the device.
+
+Experts (:mod:`mttlib.experts`), the evaluation of distilled sets (:mod:`mttlib.evaluate`) and
+the evaluation of textures all train networks the same way: shuffle the set every epoch, cut it
+into batches, optionally transform and augment each batch, take an SGD step on the
+cross-entropy. What differs between them is passed in (learning rate, momentum, weight decay,
+the augmentation, what to do after each epoch), so there is one loop to read and to trust.
+
+Seeds come from :func:`derive_seed`, a hash of named parts, so that ``(base seed, run)`` pairs
+never collide and every random stream can be named. Devices come from :func:`pick_device`:
+``"auto"`` takes CUDA if present, then Apple's MPS, then the CPU.
+Taught in notebooks ``01_expert_trajectories`` (experts) and ``02_trajectory_matching`` (evaluation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mttlib.augment import DSA
+
+__all__ = ["pick_device", "derive_seed", "seeded", "accuracy", "History", "train"]
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The device to run on: ``"auto"`` (or None) takes CUDA, else MPS, else the CPU.
+
+    The MPS branch only selects the device; the kit is not tested on Apple hardware.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():  # untested: no Apple hardware in the kit's CI
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" name one device
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from named parts, e.g. ``derive_seed("mttlib.experts", base_seed, index)``.
+
+    The kit's one seed scheme: a hash, so that neighbouring base seeds share nothing and a
+    seed is the same on every machine and Python version.
+    """
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's global generators seeded by ``seed``, restoring them afterwards.
+
+    Initial weights are drawn inside such a block (on the CPU, then moved), so a seed gives the
+    same network on any device and the caller's random state is left as it was.
+    """
+    fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``net`` on ``(x, y)`` in eval mode, no augmentation."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss = torch.zeros((), dtype=torch.float32, device=x.device)
+    for i in range(0, x.shape[0], batch):
+        logits = net(x[i:i + batch])
+        correct += (logits.argmax(1) == y[i:i + batch]).sum()
+        loss += F.cross_entropy(logits.float(), y[i:i + batch], reduction="sum")
+    net.train(was_training)
+    n = max(1, x.shape[0])
+    return correct.item() / n, loss.item() / n
+
+
+@dataclass
+class History:
+    """What one training run saw, one value per epoch (``diverged``: stopped on a non-finite loss)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    diverged: bool = False
+
+
+def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch_size: int = 256,
+          momentum: float = 0.0, weight_decay: float = 0.0, lr_decay: bool = False, dsa: DSA | None = None,
+          shuffle: torch.Generator, augment: torch.Generator | None = None,
+          train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+          on_epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+          on_batch: Callable[[int], None] | None = None) -> History:
+    """Train ``net`` in place with SGD on ``(x, y)``; labels are class indices or probabilities.
+
+    Each epoch draws a permutation from ``shuffle``; each batch is passed through
+    ``train_transform(batch, augment)`` and then ``dsa`` with fresh parameters from ``augment``
+    (``augment=None`` shares ``shuffle``). With ``lr_decay`` a new optimiser with ``lr * 0.1``
+    takes over at epoch ``epochs // 2``, as the paper's code does (momentum restarts). A
+    non-finite epoch loss stops training and sets ``History.diverged``. ``on_epoch_end(epoch,
+    net, optimizer)`` runs after each finished epoch, ``on_batch(images)`` after each step.
+    """
+    augment = shuffle if augment is None else augment
+    device = x.device
+    n = x.shape[0]
+    soft = y.dim() == 2
+    decay_epoch = epochs // 2 if lr_decay and epochs >= 2 else None
+
+    def sgd(rate: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+
+    optimizer = sgd(lr)
+    history = History()
+    net.train()
+    for epoch in range(epochs):
+        if epoch == decay_epoch:
+            optimizer = sgd(lr * 0.1)
+        history.lr.append(float(optimizer.param_groups[0]["lr"]))
+        order = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for begin in range(0, n, batch_size):
+            idx = order[begin:begin + batch_size]
+            xb, yb = x[idx], y[idx]
+            if train_transform is not None:
+                xb = train_transform(xb, augment)
+            if dsa is not None:
+                xb = dsa(xb, augment)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * idx.shape[0]
+                correct += (logits.argmax(1) == (yb.argmax(1) if soft else yb)).sum()
+            if on_batch is not None:
+                on_batch(idx.shape[0])
+        history.train_loss.append(loss_sum.item() / n)  # one synchronisation per epoch
+        history.train_acc.append(correct.item() / n)
+        if not math.isfinite(history.train_loss[-1]):
+            history.diverged = True
+            break
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, net, optimizer)
+    return history
