@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_text",
+__all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "CorruptFileError"]
 
 
@@ -110,6 +110,11 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
             f"tensors and plain Python values ({type(exc).__name__}: {exc}). "
             "Delete it and re-create it (a re-run of the command that wrote it does this)."
         ) from exc
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file, then a rename)."""
+    return _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
