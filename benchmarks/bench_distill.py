@@ -64,7 +64,7 @@ def child(spec: dict) -> dict:
 
     from mttlib import distill as D, memory
     from mttlib.data import ImageData
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     if spec.get("keep_freed_memory"):

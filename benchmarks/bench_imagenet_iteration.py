@@ -72,7 +72,7 @@ def child(spec: dict) -> dict:
     from mttlib import distill as D, matching
     from mttlib.augment import OPS
     from mttlib.data import ImageData
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     torch.manual_seed(0)

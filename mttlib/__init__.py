@@ -7,3 +7,5 @@ on a set), ``texture`` (tileable canvases), ``presets`` (hyper-parameters), ``vi
 """
 
 __version__ = "0.2.0"
+
+from mttlib import imagenet  # noqa: E402,F401  registers imagenet:<subset>, tiny-imagenet and the stand-in

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mttlib.data import DIGIT_STRATEGY, DSA_STRATEGY, dsa_strategy_for
+
 __all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA"]
 
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # a flipped digit is another digit (or none)
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 
@@ -115,7 +115,7 @@ class DSA:
     @classmethod
     def for_dataset(cls, digits: bool, **strengths: float) -> DSA:
         """The DSA the kit uses for a dataset: no flip for digits (MNIST, SVHN)."""
-        return cls(DIGIT_STRATEGY if digits else DSA_STRATEGY, **strengths)
+        return cls(dsa_strategy_for(digits), **strengths)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -9,19 +9,23 @@ of another model) into one line ``error: ...`` and exit status 2; ``--debug`` sh
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import os
 import sys
 import time
+import types
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from mttlib import demo, distill, evaluate, experts, memory, texture, viz
+from mttlib import demo, distill, evaluate, experts, memory, released, run, texture, trajectory, viz
 from mttlib.data import EMBEDDED_DATASET, dataset_names, load_dataset
+from mttlib.models import make_model
 from mttlib.io import CorruptFileError, outputs_dir, runs_dir
 from mttlib.presets import SIZES, followup_overrides, get_preset
 from mttlib.train import pick_device
@@ -31,17 +35,6 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, Corrupt
 
 
 # --- flags from dataclass fields -----------------------------------------------------------------
-
-
-def _flag_type(hint: Any) -> Callable[[str], Any] | None:
-    """The argparse type of a field (``int | None`` -> int); None for booleans."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    kind = args[0]
-    if kind is bool:
-        return None
-    if kind in (int, float, str):
-        return kind
-    return json.loads  # dicts (model_kwargs) are given as JSON
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), *,
@@ -60,14 +53,17 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         default = None
         if defaults:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kind = _flag_type(hints[f.name])
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # int | None -> int
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kind = kind if kind in (bool, int, float, str) else json.loads  # dicts (model_kwargs) are JSON
         shown = "the preset's" if not defaults else repr(default)
-        if kind is None:
+        if kind is bool:
             group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=f"{f.name} (default {shown})")
         else:
-            group.add_argument(*names, dest=f.name, type=kind, default=default, metavar=kind.__name__.upper()
-                               if kind is not json.loads else "JSON", help=f"{f.name} (default {shown})")
+            group.add_argument(*names, dest=f.name, type=kind, default=default, help=f"{f.name} (default {shown})",
+                               metavar="JSON" if kind is json.loads else kind.__name__.upper())
 
 
 def config_values(args: argparse.Namespace, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -80,11 +76,8 @@ def config_values(args: argparse.Namespace, cls: type, skip: tuple[str, ...] = (
 
 
 def _data(args: argparse.Namespace) -> int:
-    if args.list:
-        print("\n".join(dataset_names()))
-        return 0
-    data = load_dataset(args.name, args.data_root, zca=args.zca, download=args.download)
-    print(json.dumps(data.describe(), indent=2))
+    print("\n".join(dataset_names()) if args.list else
+          json.dumps(load_dataset(args.name, args.data_root, zca=args.zca, download=args.download).describe(), indent=2))
     return 0
 
 
@@ -104,14 +97,13 @@ def _experts(args: argparse.Namespace) -> int:
     paths = experts.train_experts(data, config, args.num_experts, out_dir, device=args.device,
                                   progress=not args.no_progress)
     if rank == 0:
-        metas = [experts.read_meta(p) for p in paths]
+        metas = [trajectory.read_meta(p) for p in paths]
         print(f"{'expert':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
         for m in metas:
             print(f"{m['index']:>8} {m['train_acc'][-1]:>10.4f} {m['test_acc'][-1]:>9.4f} {m['wall_time_s']:>8.1f}")
         final = torch.tensor([m["test_acc"][-1] for m in metas], dtype=torch.float64)
-        std = final.std().item() if len(metas) > 1 else 0.0
-        print(f"{len(metas)} experts of {metas[0]['epochs']} epochs in {out_dir}; final test accuracy "
-              f"{final.mean().item():.4f} +- {std:.4f}\ndone in {time.perf_counter() - start:.1f} s")
+        print(f"{len(metas)} experts of {metas[0]['epochs']} epochs in {out_dir}; final test accuracy {final.mean():.4f}"
+              f" +- {final.std(correction=0):.4f}\ndone in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -121,16 +113,11 @@ def _experts(args: argparse.Namespace) -> int:
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
 
-    Every distillation iteration allocates and frees the same large activation buffers; by
-    default glibc hands large blocks back to the kernel, which zero-fills fresh pages on the next
-    iteration. ``benchmarks/bench_distill.py --keep-freed-memory`` measures the difference (about
-    23 % less time per iteration on a 2-core CPU, for 2-7 % more peak memory). It changes the
-    whole process, so only the command line does it (``--no-keep-freed-memory`` turns it off).
-    Returns False where it does not apply (not Linux/glibc).
+    Every iteration frees and reallocates the same large buffers; glibc would hand them back to
+    the kernel, which zero-fills fresh pages next time. ``benchmarks/bench_distill.py
+    --keep-freed-memory`` measures the gain. It changes the whole process, so only the command
+    line does it (``--no-keep-freed-memory`` turns it off). False where it does not apply.
     """
-    import ctypes
-    import ctypes.util
-
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
@@ -151,7 +138,7 @@ def _load_experts_for(args: argparse.Namespace, preset: Any, data: Any, zca: boo
 
 
 def _print_memory(config: distill.DistillConfig, data: Any, device: torch.device) -> None:
-    model = distill.make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
+    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
     n_images = data.num_classes * config.ipc
     batch, shape = min(config.batch_syn or n_images, n_images), (data.channels, data.image_size, data.image_size)
     chosen = config.strategy if config.strategy != "auto" else memory.choose_strategy(
@@ -178,7 +165,7 @@ def _distill(args: argparse.Namespace) -> int:
     _print_memory(config, data, device)
     if device.type == "cpu" and args.keep_freed_memory:
         keep_freed_memory()  # this process only distils: trade returned memory for speed
-    result = distill.distill(config, trajectories, data, out, device=device, resume=args.resume,
+    result = run.distill(config, trajectories, data, out, device=device, resume=args.resume,
                              progress=not args.no_progress)
     print(f"done: {len(result.images)} images, learned syn_lr {result.syn_lr:.5g}, final loss "
           f"{result.metrics[-1]['loss']:.4f}; distilled set in {out / 'distilled.pt'}")
@@ -190,48 +177,44 @@ def _distill(args: argparse.Namespace) -> int:
 # --- evaluation ----------------------------------------------------------------------------------
 
 
-def _evaluate_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """What to evaluate: dataset name, zca, lr, the set (or None for a baseline), a description."""
-    modes = [args.set is not None, args.released_images is not None or args.released_labels is not None,
-             args.baseline is not None]
-    if sum(modes) != 1:
-        parser.error("give exactly one of --set, --released-images/--released-labels, --baseline")
+def _need(ok: Any, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _evaluate_source(args: argparse.Namespace) -> dict[str, Any]:
+    """What to evaluate: dataset name, zca, lr, the set file's contents (None for the others), a description."""
+    released_given = args.released_images is not None or args.released_labels is not None
+    _need((args.set is not None) + released_given + (args.baseline is not None) == 1,
+          "give exactly one of --set, --released-images/--released-labels, --baseline")
     if args.set is not None:
-        blob = evaluate.load_set_file(args.set)
+        blob = run.load_distilled(args.set)
         config = blob.get("config") or {}
-        name = args.dataset or config.get("dataset")
-        if args.dataset and config.get("dataset") and args.dataset != config["dataset"]:
-            parser.error(f"the set was distilled on {config['dataset']!r} but --dataset is {args.dataset!r}")
-        if not name:
-            parser.error(f"{args.set} does not name its dataset; pass --dataset")
-        if "zca" in config and args.zca and not config["zca"]:
-            parser.error(f"{args.set} was distilled without ZCA; drop --zca")
+        _need(not (args.dataset and config.get("dataset") and args.dataset != config["dataset"]),
+              f"the set was distilled on {config.get('dataset')!r} but --dataset is {args.dataset!r}")
+        _need(args.dataset or config.get("dataset"), f"{args.set} does not name its dataset; pass --dataset")
+        _need(not (args.zca and config.get("zca") is False), f"{args.set} was distilled without ZCA; drop --zca")
         lr = args.lr if args.lr is not None else blob.get("syn_lr")
-        if lr is None:
-            parser.error(f"{args.set} holds no syn_lr; pass --lr")
-        if args.ema and blob.get("images_ema") is None:
-            parser.error(f"{args.set} holds no images_ema (distill with ema_decay to keep one)")
-        if args.soft_labels and blob.get("soft_labels") is None:
-            parser.error(f"{args.set} holds no soft labels (distill with soft_labels fixed or learn)")
-        return {"name": name, "zca": bool(config.get("zca", args.zca)), "lr": lr, "blob": blob,
-                "info": {"mode": "set", "path": str(args.set), "images": "ema" if args.ema else "raw",
-                         "labels": "hard and soft" if args.soft_labels else "hard"}}
-    if args.baseline is None:
-        if not (args.released_images and args.released_labels and args.dataset and args.lr):
-            parser.error("released tensors need --released-images, --released-labels, --lr and --dataset "
-                         "(add --zca if they were distilled with ZCA)")
-        return {"name": args.dataset, "zca": args.zca, "lr": args.lr, "blob": None,
-                "info": {"mode": "released", "images": str(args.released_images), "labels": str(args.released_labels)}}
-    if not args.dataset:
-        parser.error("--baseline needs --dataset")
-    if args.baseline == "random-real" and not args.ipc:
-        parser.error("--baseline random-real needs --ipc N")
+        _need(lr is not None, f"{args.set} holds no syn_lr; pass --lr")
+        for flag, key in (("ema", "images_ema"), ("soft_labels", "soft_labels")):
+            _need(not getattr(args, flag) or blob.get(key) is not None, f"{args.set} holds no {key} (distill with "
+                  f"{'ema_decay' if flag == 'ema' else 'soft_labels fixed or learn'} to keep them)")
+        return {"name": args.dataset or config["dataset"], "zca": bool(config.get("zca", args.zca)), "lr": lr,
+                "blob": blob, "info": {"mode": "set", "path": str(args.set), "images": "ema" if args.ema else "raw",
+                                       "labels": "hard and soft" if args.soft_labels else "hard"}}
+    _need(args.dataset, "--dataset is needed for released tensors and baselines")
+    if released_given:
+        _need(args.released_images and args.released_labels and args.lr, "released tensors need --released-images, "
+              "--released-labels, --lr and --dataset (add --zca if they were distilled with ZCA)")
+        return {"name": args.dataset, "zca": args.zca, "lr": args.lr, "blob": None, "info": {
+            "mode": "released", "images": str(args.released_images), "labels": str(args.released_labels)}}
+    _need(args.baseline != "random-real" or args.ipc, "--baseline random-real needs --ipc N")
     return {"name": args.dataset, "zca": args.zca, "lr": args.lr if args.lr is not None else 0.01, "blob": None,
             "info": {"mode": f"baseline-{args.baseline}"}}
 
 
-def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    src = _evaluate_source(args, parser)
+def _evaluate(args: argparse.Namespace) -> int:
+    src = _evaluate_source(args)
     info, blob, lr = src["info"], src["blob"], src["lr"]
     epochs = args.epochs if args.epochs is not None else (30 if args.baseline == "full" else evaluate.PAPER_EPOCHS)
     runs = args.runs or (1 if args.baseline == "full" else 5)
@@ -240,14 +223,14 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data = load_dataset(src["name"], args.data_root, zca=src["zca"])
     images = labels = None
     if info["mode"] == "released":
-        data = evaluate.released_space(data)  # test on what the authors' tensors were made from
-        images, labels = evaluate.load_released(args.released_images, args.released_labels, data)
+        data = released.released_space(data)  # test on what the authors' tensors were made from
+        images, labels = released.load_released(args.released_images, args.released_labels, data)
     elif info["mode"] == "set":
-        if src["zca"]:
-            evaluate.check_set_recipe(blob, args.set)
         images, labels = blob["images_ema"] if args.ema else blob["images"], blob["labels"]
     results: dict[str, evaluate.EvalResult] = {}
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    _need(models, "--models is empty")
+    for model in models:
         if info["mode"] == "baseline-random-real":
             results[model] = evaluate.evaluate_random_real(data, args.ipc, model=model, **common)
         elif info["mode"] == "baseline-full":
@@ -260,8 +243,6 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not args.json:
             for key in (k for k in results if k == model or k.startswith(f"{model} (")):
                 print(f"{key:<12} {results[key]}", flush=True)
-    if not results:
-        parser.error("--models is empty")
     if args.json:
         print(json.dumps({**info, "dataset": data.name, "zca": src["zca"], "lr": float(lr), "epochs": epochs,
                           "results": {m: r.to_dict() for m, r in results.items()}}))
@@ -321,12 +302,11 @@ def _texture_export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    out, runs = outputs_dir(args.out).resolve(), runs_dir(args.runs).resolve()
-    start = time.perf_counter()
-    timings = demo.run_demo(out, runs, smoke=args.smoke, only=args.only)
-    index = demo.write_report(out, timings)
-    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.\nReport:             {index}")
-    print(f"Executed notebooks: {out / 'notebooks'}\nFigures:            {out / 'figures'}")
+    out, start = outputs_dir(args.out).resolve(), time.perf_counter()
+    timings = demo.run_demo(out, runs_dir(args.runs).resolve(), smoke=args.smoke, only=args.only)
+    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.\nReport:             "
+          f"{demo.write_report(out, timings)}\nExecuted notebooks: {out / 'notebooks'}\nFigures:            "
+          f"{out / 'figures'}")
     return 0
 
 
@@ -354,8 +334,8 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m mttlib``: one subcommand per task."""
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug before or after the command
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
     parser = argparse.ArgumentParser(prog="python -m mttlib", parents=[debug],
                                      description="The MTT teaching kit: dataset distillation by trajectory matching.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -410,8 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="evaluate the set's moving average of the images")
     p.add_argument("--json", action="store_true", help="print one JSON line with every result")
     _common(p, runs=False)
-    p.set_defaults(run=lambda a: _evaluate(a, p_eval))
-    p_eval = p
+    p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("texture", parents=[debug], help="distill tileable textures and export PNGs")
     actions = p.add_subparsers(dest="action", required=True)
@@ -449,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except USER_ERRORS as err:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)

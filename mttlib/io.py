@@ -2,7 +2,8 @@
 
 Every artifact of the kit (expert trajectories, checkpoints, distilled sets, caches) goes
 through these helpers, so an interrupted run never leaves a half-written file behind, and
-loading a file from somebody else cannot run their code.
+loading a file from somebody else cannot run their code. :func:`cached` keeps work that is
+slow to redo (decoded images, a fitted ZCA) in a fingerprinted file.
 
 Each location comes from an explicit argument first, then an environment variable, then a
 default inside the kit's checkout:
@@ -22,14 +23,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 __all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "CorruptFileError"]
+           "atomic_write_json", "CorruptFileError", "cached"]
 
 
 # --- where things live ------------------------------------------------------------------------
@@ -125,3 +127,33 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def cached(folder: str | Path | None, name: str, fingerprint: str, make: Callable[[], dict],
+           check: Callable[[dict], Any] = lambda content: True) -> dict:
+    """``make()``, kept in ``folder/<name>-<fingerprint>.pt`` and read from there while it is good.
+
+    ``fingerprint`` (a hex digest) says what the content was made from; a missing, unreadable
+    or stale file (other fingerprint, or ``check(content)`` false or raising) is rebuilt
+    silently and older fingerprints of ``name`` are deleted. A read-only folder only costs the
+    rebuild; ``folder=None`` just calls ``make()``. The dict holds tensors and plain values.
+    """
+    if folder is None:
+        return make()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-80:] or "cache"
+    path = Path(folder) / f"{stem}-{fingerprint}.pt"
+    try:
+        content = safe_load(path)
+        if content["fingerprint"] == fingerprint and check(content):
+            return content
+    except (FileNotFoundError, RuntimeError, LookupError, TypeError, ValueError, AttributeError):
+        pass  # RuntimeError includes CorruptFileError
+    content = {**make(), "fingerprint": fingerprint}
+    try:
+        for stale in path.parent.glob("*.pt"):
+            if stale != path and re.fullmatch(re.escape(stem) + r"-[0-9a-f]+\.pt", stale.name):
+                stale.unlink()
+        atomic_save(content, path)
+    except OSError:
+        pass
+    return content

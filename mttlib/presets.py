@@ -2,19 +2,16 @@
 
 Three sizes share one code path (see :func:`get_preset`):
 
-* ``paper`` -- the published hyper-parameters of *Dataset Distillation by Matching Training
-  Trajectories* (CVPR 2022) for CIFAR-10, CIFAR-100, Tiny ImageNet and the ImageNet subsets.
-  They are meant for a GPU: a CIFAR-10 iteration at ipc 10 takes seconds there and tens of
-  seconds on a laptop CPU.
-* ``classroom`` -- the embedded ``cifar10-mini`` subset at ipc 1 and 10 with a narrow ConvNet,
-  tuned (and timed) to show the method working in minutes on a 2-core CPU.
-* ``smoke`` -- seconds, for continuous integration; it shows that the code runs, not that it
-  learns.
+* ``paper`` -- the published hyper-parameters of MTT (CVPR 2022) for CIFAR-10, CIFAR-100, Tiny
+  ImageNet and the ImageNet subsets, meant for a GPU;
+* ``classroom`` -- the embedded ``cifar10-mini`` at ipc 1 and 10 with a narrow ConvNet, tuned to
+  show the method working in minutes on a 2-core CPU;
+* ``smoke`` -- seconds, for continuous integration: the code runs, it does not learn.
 
 The reference code publishes its table only as an image; each entry's ``source`` says where its
-numbers come from and ``note`` records every choice we made where sources disagree. Every entry
-is a :class:`Preset`, plain data that :meth:`mttlib.distill.DistillConfig.from_preset` turns into
-a run configuration.
+numbers come from. :meth:`mttlib.distill.DistillConfig.from_preset` turns a preset into a run
+configuration; :data:`FOLLOWUPS` bundles switch on the follow-ups. Taught in notebook
+``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -23,43 +20,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mttlib.imagenet import IMAGENET_SUBSETS  # the paper's ten-class subsets, as imagenet:<subset>
+
 __all__ = ["Preset", "SIZES", "IMAGENET_SUBSETS", "get_preset", "list_presets", "presets_table"]
 
 SIZES = ("paper", "classroom", "smoke")
 
-# The ImageNet subsets of the paper (ten classes each, 128x128 images, ConvNet of depth 5), as
-# ``mttlib.data.load_dataset`` names them (``imagenet:<subset>``).
-IMAGENET_SUBSETS = ("imagenette", "imagewoof", "imagefruit", "imagemeow", "imagesquawk", "imageyellow",
-                    "imageblub")
-
 
 @dataclass(frozen=True)
 class Preset:
-    """One set of distillation hyper-parameters.
+    """One set of distillation hyper-parameters, filed under ``dataset/ipcN/size``.
 
-    Attributes:
-        dataset: dataset name as :func:`mttlib.data.load_dataset` knows it (``cifar10``,
-            ``cifar100``, ``cifar10-mini``, ``tiny-imagenet``, ``imagenet:<subset>``).
-        ipc: synthetic images per class.
-        size: ``paper``, ``classroom`` or ``smoke``.
-        model: network name for :func:`mttlib.models.make_model`.
-        model_kwargs: its overrides (e.g. ``{"width": 32}``).
-        zca: whether images (real, experts' and synthetic) live in ZCA-whitened space.
-        syn_steps: student SGD steps per iteration (N).
-        expert_epochs: expert epochs the student must cover (M).
-        max_start_epoch: start epochs are drawn uniformly from ``[0, max_start_epoch)`` (T+).
-        batch_syn: synthetic images per student step (``None``: all of them).
-        lr_img: learning rate of the pixels (SGD, momentum 0.5).
-        lr_lr: learning rate of the learnable student step size ``syn_lr``.
-        lr_teacher: initial ``syn_lr``.
-        iterations: distillation iterations.
-        init: ``real`` (random real images of each class) or ``noise``.
-        expert_train_epochs: epochs each expert is trained for (its trajectory has this many
-            snapshots plus one).
-        num_experts: experts to train (the paper uses 100).
-        checkpoint_every: iterations between checkpoints (and snapshots for the animation).
-        source: where the numbers come from.
-        note: choices made, typos corrected, anything a user should know.
+    The fields mirror :class:`mttlib.distill.DistillConfig` (``syn_steps`` N, ``expert_epochs``
+    M, ``max_start_epoch`` T+, ``batch_syn`` None for all images, the learning rates, ``zca``,
+    ``init``) plus the experts they need (``expert_train_epochs``, ``num_experts``: the paper
+    trains 100 of 50 epochs), ``source`` (where the numbers come from) and ``note`` (choices made
+    where sources disagree, typos corrected).
     """
 
     dataset: str
@@ -243,23 +219,12 @@ def presets_table(size: str | None = "paper") -> str:
     """The presets as a Markdown table (for notebooks and the README)."""
     cols = ("dataset", "ipc", "model", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
             "zca", "lr_img", "lr_lr", "lr_teacher", "iterations")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for p in list_presets(size):
-        row = []
-        for c in cols:
-            v = getattr(p, c)
-            row.append("all" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    cell = lambda v: "all" if v is None else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = ["| " + " | ".join(cell(getattr(p, c)) for c in cols) + " |" for p in list_presets(size)]
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows])
 
 
-# --- beyond the paper: follow-up option bundles ---------------------------------------------------
-#
-# Each bundle is a set of mttlib.distill.DistillConfig fields (see mttlib.followups) that switches
-# one follow-up on, applied on top of any preset: ``followup_overrides(["tesla"], preset)`` gives
-# the overrides for DistillConfig.from_preset(preset, **overrides), and `python -m mttlib distill
-# --followup tesla` does the same. Values that depend on the length of the run or of the experts
-# are derived from the preset.
+# --- beyond the paper: follow-up option bundles (DistillConfig overrides derived from a preset) ----
 
 __all__ += ["FOLLOWUPS", "followup_overrides"]
 

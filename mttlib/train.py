@@ -1,15 +1,11 @@
 """The kit's one SGD training loop, and what goes with it: accuracy, seeds and the device.
 
-Experts (:mod:`mttlib.experts`), the evaluation of distilled sets (:mod:`mttlib.evaluate`) and
-the evaluation of textures all train networks the same way: shuffle the set every epoch, cut it
-into batches, optionally transform and augment each batch, take an SGD step on the
-cross-entropy. What differs between them is passed in (learning rate, momentum, weight decay,
-the augmentation, what to do after each epoch), so there is one loop to read and to trust.
-
-Seeds come from :func:`derive_seed`, a hash of named parts, so that ``(base seed, run)`` pairs
-never collide and every random stream can be named. Devices come from :func:`pick_device`:
-``"auto"`` takes CUDA if present, then Apple's MPS, then the CPU.
-Taught in notebooks ``01_expert_trajectories`` (experts) and ``02_trajectory_matching`` (evaluation).
+Experts (:mod:`mttlib.experts`), the evaluation of distilled sets and of textures
+(:mod:`mttlib.evaluate`) all train networks this way: shuffle every epoch, cut into batches,
+transform and augment each batch, one SGD step on the cross-entropy. What differs between them
+(learning rate, momentum, augmentation, what to record after an epoch) is passed in. Seeds come
+from :func:`derive_seed`, devices from :func:`pick_device`. Taught in notebook
+``01_expert_trajectories``.
 """
 
 from __future__ import annotations
@@ -48,22 +44,16 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from named parts, e.g. ``derive_seed("mttlib.experts", base_seed, index)``.
-
-    The kit's one seed scheme: a hash, so that neighbouring base seeds share nothing and a
-    seed is the same on every machine and Python version.
-    """
+    """The kit's one seed scheme: a 63-bit hash of named parts (``derive_seed("mttlib.experts",
+    base_seed, index)``), so neighbouring seeds share nothing and a seed is the same everywhere."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run the block with torch's global generators seeded by ``seed``, restoring them afterwards.
-
-    Initial weights are drawn inside such a block (on the CPU, then moved), so a seed gives the
-    same network on any device and the caller's random state is left as it was.
-    """
+    """Run the block with torch's global generators seeded by ``seed``, restoring them afterwards
+    (initial weights are drawn in such a block, so the caller's random state is left alone)."""
     fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(seed)

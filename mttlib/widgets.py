@@ -22,9 +22,10 @@ def tiling_widget(canvases: Tensor, classes: Sequence[str], data: ImageData,
                   labels: Tensor | None = None) -> Any:
     """An ipywidgets control to browse textures tiled and worn: class, tiles and zoom.
 
-    Redraws :func:`mttlib.viz.tiling_figure` and :func:`mttlib.viz.garment_figure` for the
-    chosen class's first canvas. Taught in notebook ``04_tileable_textures``. Without ``labels`` the canvases are taken to be in class order
-    with the same number per class (as :func:`mttlib.texture.init_canvases` makes them).
+    Redraws :func:`mttlib.viz.tiling_figure` and :func:`mttlib.viz.garment_figure` for the chosen
+    class's first canvas. Without ``labels`` the canvases are taken to be in class order, the same
+    number per class (as :func:`mttlib.texture.init_canvases` makes them). Taught in notebook
+    ``04_tileable_textures``.
     """
     import ipywidgets as widgets  # optional: only the notebooks need it
     from IPython.display import display

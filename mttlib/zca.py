@@ -1,24 +1,17 @@
 """ZCA whitening exactly as the paper's code does it, and its exact inverse.
 
-The paper whitens CIFAR images before everything else (experts, distillation, evaluation). Its
-code scales the pixels to [0, 1] (``ToTensor()``, no normalisation) and fits kornia's
-``ZCAWhitening(eps=0.1)`` on the flattened train images:
+The paper's code scales CIFAR pixels to [0, 1] (``ToTensor()``, no normalisation) and fits
+kornia's ``ZCAWhitening(eps=0.1)`` on the flattened train images: ``mean`` is the mean image,
+``C = U diag(S) U^T`` the covariance (denominator N-1), and whitening is ``(x - mean) @ W`` with
+``W = U diag(1 / sqrt(S + eps)) U^T``. ``eps`` is absolute: on the embedded set's [0, 1] pixels
+129 of the 3,072 eigenvalues lie above 0.1 (the largest near 56) and 2,590 below 0.01, so eps 0.1
+whitens the few strong, smooth directions and leaves the weak, noisy ones (fine detail, JPEG
+block edges) almost as they were. An :class:`mttlib.data.ImageData` with a ZCA whitens the
+[0, 1] pixels, so the same pixels get the same whitening whichever loader read them.
 
-1. ``mean`` = the mean image; ``C`` = the covariance of the centred images (denominator N-1);
-2. ``C = U diag(S) U^T`` (eigendecomposition);
-3. ``W = U diag(1 / sqrt(S + eps)) U^T``; whitening is ``(x - mean) @ W``.
-
-``eps`` is absolute: on the [0, 1] pixels of the embedded CIFAR-10 subset 129 of the 3,072
-eigenvalues lie above 0.1 (the largest near 56) and 2,590 below 0.01, so eps 0.1 whitens the few
-strong, smooth directions and leaves the many weak, noisy ones (fine detail, JPEG block edges)
-almost as they were. The kit follows this recipe: an
-:class:`mttlib.data.ImageData` with a ZCA skips normalisation and whitens the [0, 1] pixels, so
-the same pixels get the same whitening whichever loader read them.
-
-The kit's versions before 0.2 normalised by the per-channel mean and std first; eps 0.1 on that
-scale acts like eps 0.004-0.006 on [0, 1] pixels, a much stronger whitening (585 eigenvalues above
-eps instead of 129). Data described with
-another :data:`RECIPE` (experts, distilled sets) is refused by the kit rather than mixed.
+The kit before 0.2 normalised by the per-channel mean and std first: eps 0.1 on that scale acts
+like eps 0.004-0.006 on [0, 1] pixels, a much stronger whitening (585 eigenvalues above eps, not
+129). Experts and distilled sets record the :data:`RECIPE`; another one is refused, not mixed.
 Taught in notebook ``00_setup_and_data``.
 """
 
@@ -43,13 +36,11 @@ def check_recipe(described: dict | None, where: str) -> None:
 
     ``where`` names what is refused (a folder, a file) in the message.
     """
-    if not described or described.get("recipe") == RECIPE:
-        return
-    raise ValueError(
-        f"{where} was made on ZCA-whitened data of another recipe ({described.get('recipe') or 'normalised, then whitened: the kit before 0.2'}); "
-        f"the kit now whitens the [0, 1] pixels as the paper does ({RECIPE}), so it does not match. "
-        "Delete it and train the experts (and distil) again."
-    )
+    if described and described.get("recipe") != RECIPE:
+        old = described.get("recipe") or "normalised, then whitened: the kit before 0.2"
+        raise ValueError(f"{where} was made on ZCA-whitened data of another recipe ({old}); the kit now whitens "
+                         f"the [0, 1] pixels as the paper does ({RECIPE}). Delete it and train the experts (and "
+                         "distil) again.")
 
 
 def _chunk_rows(values_per_row: int) -> int:
@@ -194,4 +185,4 @@ class ZCA:
         return digest.hexdigest()[:12]
 
     def __repr__(self) -> str:
-        return f"ZCA(shape={self.shape}, eps={self.eps}, fingerprint={self.fingerprint()!r})"
+        return f"ZCA(shape={self.shape}, eps={self.eps})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+import ast
 import hashlib
 import importlib.util
 import io
@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 import mttlib.data as data_mod
-from mttlib.augment import DIGIT_STRATEGY, DSA_STRATEGY
-from mttlib.data import (EMBEDDED_DATASET, ImageData, channel_stats, load_dataset, load_image_folder,
-                         register_dataset)
+from mttlib.augment import DSA
+from mttlib.data import (DIGIT_STRATEGY, DSA_STRATEGY, EMBEDDED_DATASET, ImageData, channel_stats, dataset_names,
+                         dsa_strategy_for, load_dataset, load_image_folder, register_dataset)
 from mttlib import cli
 from mttlib.io import CorruptFileError, atomic_save, safe_load
 from mttlib.io import KIT_ROOT
@@ -232,6 +232,14 @@ def test_image_data_checks_its_fields():
     assert digits.dsa_strategy == DIGIT_STRATEGY
 
 
+def test_one_rule_picks_the_dsa_strategy():
+    # data owns the rule; augment's DSA.for_dataset and ImageData.dsa_strategy both follow it
+    assert dsa_strategy_for(True) == DIGIT_STRATEGY and dsa_strategy_for(False) == DSA_STRATEGY
+    assert "flip" in DSA_STRATEGY.split("_") and "flip" not in DIGIT_STRATEGY.split("_")
+    assert DSA.for_dataset(digits=True).strategy == DIGIT_STRATEGY
+    assert DSA.for_dataset(digits=False).strategy == DSA_STRATEGY
+
+
 # ------------------------------------------------------------------------------ folders
 
 def test_folder_dataset_loads_sorted_classes_and_train_stats(tmp_path):
@@ -354,11 +362,18 @@ def test_unknown_name_lists_the_known_ones():
     text = str(info.value)
     for name in ("cifar10-mini", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "folder:PATH"):
         assert name in text
+    # importing mttlib registers the ImageNet names: no module is imported by name behind the scenes
+    for name in ("tiny-imagenet", "imagenet:...", "cifar10-mini@..."):
+        assert name in dataset_names() and name in text
+    tree = ast.parse((KIT_ROOT / "mttlib" / "data.py").read_text())
+    imported = {f"{n.module}.{a.name}" if isinstance(n, ast.ImportFrom) else a.name
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert "mttlib.zca.ZCA" in imported  # the check sees imports
+    assert not any(m.startswith(("mttlib.imagenet", "importlib")) for m in imported)
 
 
 def test_register_dataset_exact_alias_and_prefix(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_mod, "_EXACT", dict(data_mod._EXACT))
-    monkeypatch.setattr(data_mod, "_PREFIX", dict(data_mod._PREFIX))
+    monkeypatch.setattr(data_mod, "_LOADERS", dict(data_mod._LOADERS))
     seen = []
 
     def fake(name, root, *, download=False):

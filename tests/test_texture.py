@@ -309,6 +309,7 @@ def test_export_writes_pngs_of_the_right_size(tmp_path):
     canvases, labels = init_canvases(data, per_class=2, canvas_size=2, generator=torch.Generator().manual_seed(0))
     paths = export_pngs(canvases, labels, data.classes, data, tmp_path, upscale=4)
     assert len(paths) == 6 * 2 + 1 and all(p.exists() for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
     tile_png = Image.open(tmp_path / "class_1_0_tile.png")
     assert tile_png.size == (64, 64) and tile_png.mode == "RGB"
     assert Image.open(tmp_path / "class_1_0_tiled.png").size == (192, 192)
@@ -422,7 +423,7 @@ def tiny_experts(data, num: int = 1, epochs: int = 3, steps_per_epoch: int = 3, 
     """Trajectories of plain full-batch SGD on ``data``'s training images (a stand-in for experts)."""
     import torch.nn.functional as F
 
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     kw = dict(model_kwargs or TINY_MODEL)
@@ -723,6 +724,7 @@ def test_class_subset_relabels_and_keeps_normalisation():
     data = tiny_data()
     sub = texture.class_subset(data, [2, "class 0"])
     assert sub.classes == ["class 2", "class 0"] and sub.mean == data.mean and sub.std == data.std
+    assert sub.name == "tiny[class 2,class 0]" and sub.train_labels.tolist().count(0) == 6
     assert len(sub.train_images) == 12 and len(sub.test_images) == 4
     for image, label in zip(sub.train_images, sub.train_labels.tolist()):
         original = [i for i in range(len(data.train_images)) if torch.equal(data.train_images[i], image)]
