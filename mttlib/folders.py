@@ -92,7 +92,9 @@ def _stack(images: list[Tensor], files: list[Path]) -> Tensor:
         raise ValueError(f"images differ in size: {file_a} is {a[1]}x{a[0]} but {file_b} is {b[1]}x{b[0]}. Resize "
                          "all images to one size first (e.g. with PIL's Image.resize): the kit stacks them.")
     rgb = any(image.shape[0] == 3 for image in images)  # one channel only when every image is grayscale
-    return torch.stack([image.expand(3, -1, -1) if rgb else image for image in images])
+    # channels-last memory (pixel-major, as decoded): the layout the kit has always trained on
+    return torch.stack([image.expand(3, -1, -1) if rgb else image for image in images]).contiguous(
+        memory_format=torch.channels_last)
 
 
 def _fingerprint(splits: dict[str, Split], settings: str) -> str:
