@@ -68,7 +68,7 @@ def child(spec: dict) -> dict:
     from mttlib.models import FunctionalModel, make_model
 
     if spec.get("keep_freed_memory"):
-        from mttlib.cli import keep_freed_memory
+        from mttlib.memory import keep_freed_memory
 
         keep_freed_memory()
     if spec.get("threads"):

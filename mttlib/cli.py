@@ -9,8 +9,6 @@ of another model) into one line ``error: ...`` and exit status 2; ``--debug`` sh
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import dataclasses
 import json
 import os
@@ -30,8 +28,7 @@ from mttlib.io import CorruptFileError, outputs_dir, runs_dir
 from mttlib.presets import SIZES, followup_overrides, get_preset
 from mttlib.train import pick_device
 
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, CorruptFileError,
-               distill.DistillationDiverged, FloatingPointError)
+USER_ERRORS = (OSError, ValueError, KeyError, CorruptFileError, distill.DistillationDiverged, FloatingPointError)
 
 
 # --- flags from dataclass fields -----------------------------------------------------------------
@@ -39,10 +36,10 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, Corrupt
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), *,
                      defaults: bool = False, aliases: dict[str, tuple[str, ...]] | None = None,
-                     title: str = "configuration") -> None:
+                     title: str = "configuration", unset: str = "the preset's") -> None:
     """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans), dest = the field.
 
-    ``defaults=False`` leaves every flag at None (meaning: keep the preset's value).
+    ``defaults=False`` leaves every flag at None: the value comes from elsewhere (``unset``).
     """
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
@@ -57,7 +54,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # int | None -> int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         kind = kind if kind in (bool, int, float, str) else json.loads  # dicts (model_kwargs) are JSON
-        shown = "the preset's" if not defaults else repr(default)
+        shown = unset if not defaults else repr(default)
         if kind is bool:
             group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=f"{f.name} (default {shown})")
@@ -90,8 +87,7 @@ def _experts(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else experts.expert_dir(args.runs, config)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = [k for k in range(args.num_experts) if k % world == rank and not experts.expert_path(out_dir, k).exists()]
-    who = f"rank {rank} of {world}: " if world > 1 else ""
-    print(f"{who}training experts {mine} into {out_dir}" if mine else f"{who}no experts to train in {out_dir}",
+    print(f"{f'rank {rank} of {world}: ' if world > 1 else ''}experts to train: {mine or 'none'}; folder {out_dir}",
           file=sys.stderr, flush=True)
     start = time.perf_counter()
     paths = experts.train_experts(data, config, args.num_experts, out_dir, device=args.device,
@@ -110,23 +106,6 @@ def _experts(args: argparse.Namespace) -> int:
 # --- distillation --------------------------------------------------------------------------------
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
-
-    Every iteration frees and reallocates the same large buffers; glibc would hand them back to
-    the kernel, which zero-fills fresh pages next time. ``benchmarks/bench_distill.py
-    --keep-freed-memory`` measures the gain. It changes the whole process, so only the command
-    line does it (``--no-keep-freed-memory`` turns it off). False where it does not apply.
-    """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def _load_experts_for(args: argparse.Namespace, preset: Any, data: Any, zca: bool) -> tuple[Path, list]:
     path = Path(args.experts) if args.experts else experts.expert_dir(
         args.runs, experts.ExpertConfig.from_preset(preset, dataset=data.name, zca=zca))
@@ -135,18 +114,6 @@ def _load_experts_for(args: argparse.Namespace, preset: Any, data: Any, zca: boo
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err} Train them first, e.g. `python -m mttlib experts --dataset {args.dataset} "
                                 f"...`, or point --experts at them.") from err
-
-
-def _print_memory(config: distill.DistillConfig, data: Any, device: torch.device) -> None:
-    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
-    n_images = data.num_classes * config.ipc
-    batch, shape = min(config.batch_syn or n_images, n_images), (data.channels, data.image_size, data.image_size)
-    chosen = config.strategy if config.strategy != "auto" else memory.choose_strategy(
-        model.to(device), batch, shape, config.syn_steps)
-    print("estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):")
-    for strategy in memory.STRATEGIES:
-        est = memory.estimate_memory(model, batch, shape, config.syn_steps, strategy, num_images=n_images)
-        print(f"  {strategy:<9} {est / 2**30:7.2f} GiB{'  <- this run' if strategy == chosen else ''}")
 
 
 def _distill(args: argparse.Namespace) -> int:
@@ -162,11 +129,13 @@ def _distill(args: argparse.Namespace) -> int:
         f"{data.name}-ipc{args.ipc}-{args.preset}".replace(":", "_").replace("/", "_"))
     print(f"distilling {args.dataset} at ipc {config.ipc} ({preset.name}) from {len(trajectories)} experts in "
           f"{experts_path} into {out} on {device}")
-    _print_memory(config, data, device)
+    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
+    print(memory.report(model.to(device), (data.channels, data.image_size, data.image_size),
+                        data.num_classes * config.ipc, config.batch_syn, config.syn_steps, config.strategy))
     if device.type == "cpu" and args.keep_freed_memory:
-        keep_freed_memory()  # this process only distils: trade returned memory for speed
+        memory.keep_freed_memory()  # this process only distils: trade returned memory for speed
     result = run.distill(config, trajectories, data, out, device=device, resume=args.resume,
-                             progress=not args.no_progress)
+                         progress=not args.no_progress)
     print(f"done: {len(result.images)} images, learned syn_lr {result.syn_lr:.5g}, final loss "
           f"{result.metrics[-1]['loss']:.4f}; distilled set in {out / 'distilled.pt'}")
     if args.gif:
@@ -216,12 +185,12 @@ def _evaluate_source(args: argparse.Namespace) -> dict[str, Any]:
 def _evaluate(args: argparse.Namespace) -> int:
     src = _evaluate_source(args)
     info, blob, lr = src["info"], src["blob"], src["lr"]
-    epochs = args.epochs if args.epochs is not None else (30 if args.baseline == "full" else evaluate.PAPER_EPOCHS)
-    runs = args.runs or (1 if args.baseline == "full" else 5)
-    common = dict(num_runs=runs, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                  progress=not args.no_progress, epochs=epochs, lr=lr)
+    full = args.baseline == "full"
+    common = {"epochs": 30 if full else evaluate.PAPER_EPOCHS, "num_runs": 1 if full else 5,
+              **config_values(args, evaluate.Recipe, skip=("model", "device", "progress")),
+              "lr": lr, "device": args.device, "progress": not args.no_progress}
     data = load_dataset(src["name"], args.data_root, zca=src["zca"])
-    images = labels = None
+    images = labels = None  # baselines draw their own
     if info["mode"] == "released":
         data = released.released_space(data)  # test on what the authors' tensors were made from
         images, labels = released.load_released(args.released_images, args.released_labels, data)
@@ -244,7 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             for key in (k for k in results if k == model or k.startswith(f"{model} (")):
                 print(f"{key:<12} {results[key]}", flush=True)
     if args.json:
-        print(json.dumps({**info, "dataset": data.name, "zca": src["zca"], "lr": float(lr), "epochs": epochs,
+        print(json.dumps({**info, "dataset": data.name, "zca": src["zca"], "lr": float(lr), "epochs": common["epochs"],
                           "results": {m: r.to_dict() for m, r in results.items()}}))
     return 0
 
@@ -265,18 +234,16 @@ def _texture_distill(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runs_dir(args.runs) / "texture" / (
         f"{data.name}-ipc{args.ipc}-{args.preset}-c{args.canvas_size}-{tag}".replace(":", "_").replace("/", "_"))
     device = pick_device(args.device)
-    side = args.canvas_size * data.image_size
-    print(f"distilling {len(wanted)} class(es) of {data.name} into {args.ipc} texture(s) each: canvases of "
-          f"{side}x{side}, {args.canvas_samples} crop(s) of {data.image_size}x{data.image_size} per canvas per step"
-          f"{' WITHOUT wrap-around (control)' if args.no_wrap else ''}; {len(trajectories)} experts from "
-          f"{experts_path}; run folder {out}; {device}")
+    print(f"distilling {len(wanted)} class(es) of {data.name} into {args.ipc} texture(s) each, canvases "
+          f"{args.canvas_size}x the image side{' WITHOUT wrap-around (control)' if args.no_wrap else ''}, from "
+          f"{len(trajectories)} experts in {experts_path} into {out} on {device}")
     result = texture.distill_textures(data, trajectories, out, config=config, canvas_size=args.canvas_size,
                                       canvas_samples=args.canvas_samples, init=args.init, classes=wanted,
                                       wrap=not args.no_wrap, device=device, progress=not args.no_progress,
                                       resume=args.resume)
-    ratios = texture.seam_ratio(result.images)
     print(f"done: {len(result.images)} textures, learned syn_lr {result.syn_lr:.5g}, final loss "
-          f"{result.metrics[-1]['loss']:.4f}, mean seam ratio {float(ratios.mean()):.3f} (about 1: seamless)")
+          f"{result.metrics[-1]['loss']:.4f}, mean seam ratio {float(texture.seam_ratio(result.images).mean()):.3f} "
+          "(about 1: seamless)")
     print(f"texture set: {out / 'distilled.pt'}\nexport PNGs with: python -m mttlib texture export {out}")
     return 0
 
@@ -364,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_flags(p, "synthetic images")
     p.add_argument("--gif", action="store_true", help="write distillation.gif from the snapshots at the end")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="on the CPU, keep freed memory for reuse (faster; see keep_freed_memory)")
+                   help="on the CPU, keep freed memory for reuse (faster; mttlib.memory.keep_freed_memory)")
     p.add_argument("--followup", action="append", default=[], metavar="NAME",
                    help="a follow-up bundle of mttlib.presets.FOLLOWUPS (tesla, datm-labels, datm-schedule, datm, "
                         "ftd-ema); repeat to combine; single fields given below win over it")
@@ -380,12 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=int, help="images per class for --baseline random-real")
     p.add_argument("--dataset", help="dataset name (default: the one in the set file's config)")
     p.add_argument("--zca", action="store_true", help="ZCA-whitened dataset (must match how the set was made)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the set's syn_lr; 0.01 for baselines)")
     p.add_argument("--models", default="convnet", help="comma-separated architectures, e.g. convnet,alexnet,vgg11")
-    p.add_argument("--runs", type=int, default=None, help="networks per architecture (default 5; 1 for --baseline full)")
-    p.add_argument("--epochs", type=int, help=f"epochs (default {evaluate.PAPER_EPOCHS}; 30 for --baseline full)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0, help="base seed")
+    add_config_flags(p, evaluate.Recipe, skip=("model", "device", "dsa", "train_transform", "eval_on", "progress"),
+                     aliases={"num_runs": ("--runs",)}, title="the recipe (Recipe fields)",
+                     unset="the paper's; lr: the set's syn_lr or 0.01; --baseline full: 30 epochs, 1 run")
     p.add_argument("--soft-labels", action="store_true", help="also evaluate with the set's soft labels")
     p.add_argument("--ema", action="store_true", help="evaluate the set's moving average of the images")
     p.add_argument("--json", action="store_true", help="print one JSON line with every result")

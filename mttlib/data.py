@@ -1,14 +1,10 @@
 """Datasets as plain tensors: images, labels, class names, normalisation and ZCA whitening.
 
-Taught in notebook ``00_setup_and_data``. :func:`load_dataset` returns an :class:`ImageData`
-whose images stay uint8 [N, C, H, W]; :meth:`ImageData.preprocess` turns a batch into network
-input: ``/255``, then normalised by the per-channel mean and std or, with a fitted
-:class:`mttlib.zca.ZCA`, whitened instead (the paper's recipe). Names: ``cifar10-mini`` (the
-embedded subset, offline); ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``svhn``
-(torchvision's files in ``<data root>/<name>``, downloaded only when asked); ``folder:PATH``
-(any tree ``PATH/{train,test}/<class>/<image>``); and the names :mod:`mttlib.imagenet`
-registers (``import mttlib`` imports it). :func:`register_dataset` adds more.
-"""
+Taught in notebook ``00_setup_and_data``. :func:`load_dataset` returns an :class:`ImageData` of uint8 images, which
+:meth:`ImageData.preprocess` makes into network input. Names: ``cifar10-mini`` (embedded, offline); ``cifar10``,
+``cifar100``, ``mnist``, ``fashion_mnist``, ``svhn`` (torchvision's files in ``<data root>/<name>``, downloaded on
+request); ``folder:PATH`` (``PATH/{train,test}/<class>/<image>``); those of :mod:`mttlib.imagenet`;
+:func:`register_dataset` adds more."""
 
 from __future__ import annotations
 
@@ -25,17 +21,14 @@ from torch import Tensor
 
 from mttlib.folders import read_splits, scan_image_folder
 from mttlib.io import KIT_ROOT, CorruptFileError, cached, data_root
-from mttlib.zca import RECIPE as ZCA_RECIPE
-from mttlib.zca import ZCA, ZCA_EPS
+from mttlib.zca import RECIPE as ZCA_RECIPE, ZCA, ZCA_EPS
 
-__all__ = [
-    "EMBEDDED_DATASET", "DSA_STRATEGY", "DIGIT_STRATEGY", "dsa_strategy_for", "ImageData", "channel_stats",
-    "register_dataset", "dataset_names", "load_dataset", "load_image_folder"]
+__all__ = ["EMBEDDED_DATASET", "DSA_STRATEGY", "DIGIT_STRATEGY", "dsa_strategy_for", "ImageData", "channel_stats",
+           "register_dataset", "dataset_names", "load_dataset", "load_image_folder"]
 
 EMBEDDED_DATASET = "cifar10-mini"
 EMBEDDED_DIR = KIT_ROOT / "data" / EMBEDDED_DATASET
 EMBEDDED_CACHE_DIR = KIT_ROOT / "data" / ".cache"
-
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # a flipped digit is another digit (or none)
 
@@ -45,17 +38,13 @@ def dsa_strategy_for(digits: bool) -> str:
     return DIGIT_STRATEGY if digits else DSA_STRATEGY
 
 
-# --- the dataset container -------------------------------------------------------------------
 @dataclass
 class ImageData:
     """A classification dataset: uint8 images [N, C, H, W], int64 labels and class names.
 
-    ``mean``/``std``: per-channel statistics of the pixels in [0, 1]; ``zca``: when fitted, whitens
-    the [0, 1] pixels instead of normalising them; ``digits``: MNIST and SVHN, where a flipped image
-    is another class; ``source``: how the images were made (reported by :meth:`describe`, so an
-    experts folder notices data made another way). Taught in notebook ``00_setup_and_data``.
-    """
-
+    ``mean``/``std``: per-channel statistics of the [0, 1] pixels; ``zca``: when fitted, whitens them instead;
+    ``digits``: MNIST and SVHN, where a flipped image is another class; ``source``: how the images were made (in
+    :meth:`describe`, so an experts folder notices data made another way). Taught in notebook ``00_setup_and_data``."""
     name: str
     train_images: Tensor
     train_labels: Tensor
@@ -128,13 +117,11 @@ class ImageData:
         dev = torch.device(device) if device is not None else images.device
         if dev.type == "cuda" and dev.index is None:  # "cuda" and "cuda:0" share one entry
             dev = torch.device("cuda", torch.cuda.current_device())
-        hit = self._tensor_cache.get((split, str(dev)))
-        # valid only for the very same images and ZCA object, and the same statistics
-        if hit is not None and hit[0] is images and hit[1] is self.zca and hit[2] == (self.mean, self.std):
-            return hit[3], hit[4]
-        x, y = self.preprocess(images, dev), labels.to(dev)
-        self._tensor_cache[(split, str(dev))] = (images, self.zca, (self.mean, self.std), x, y)
-        return x, y
+        key, stats = (split, str(dev)), (self.mean, self.std)
+        hit = self._tensor_cache.get(key)
+        if hit is None or hit[0] is not images or hit[1] is not self.zca or hit[2] != stats:  # new images, ZCA or stats
+            hit = self._tensor_cache[key] = (images, self.zca, stats, self.preprocess(images, dev), labels.to(dev))
+        return hit[3], hit[4]
 
     def train_tensors(self, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
         """The whole train split preprocessed, and its labels (kept per device)."""
@@ -167,7 +154,6 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-# --- the registry ------------------------------------------------------------------------------
 Loader = Callable[..., ImageData]
 _LOADERS: dict[str, tuple[str, Loader, bool]] = {}  # key: (name, loader, serves every name it starts)
 
@@ -191,8 +177,7 @@ def dataset_names() -> list[str]:
     return exact + sorted(f"{n}PATH" if n == "folder:" else f"{n}..." for n, _, prefix in _LOADERS.values() if prefix)
 
 
-def load_dataset(name: str, root: str | Path | None = None, *, zca: bool = False,
-                 download: bool = False) -> ImageData:
+def load_dataset(name: str, root: str | Path | None = None, *, zca: bool = False, download: bool = False) -> ImageData:
     """Load a dataset by name (see the module docstring). Taught in notebook ``00_setup_and_data``.
 
     ``root``: the data root (else ``$MTT_DATA_ROOT``, else ``<kit>/data``); ``zca=True`` fits the paper's ZCA
@@ -203,9 +188,8 @@ def load_dataset(name: str, root: str | Path | None = None, *, zca: bool = False
         raise ValueError(f"unknown dataset {name!r}. Known names: {known}; or 'folder:PATH' for any folder "
                          "holding train/<class>/<image> and test/<class>/<image>.")
     canonical, loader, prefix = _LOADERS[max(matches, key=len)]  # an exact name, else the longest prefix
-    root = data_root(root)
     download = download or os.environ.get("MTT_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")
-    data = loader(name.strip() if prefix else canonical, root, download=download)
+    data = loader(name.strip() if prefix else canonical, root := data_root(root), download=download)
     if zca:
         data.zca = _fit_zca(data, EMBEDDED_CACHE_DIR if data.name == EMBEDDED_DATASET else root / ".cache")
     return data
@@ -224,7 +208,6 @@ def _fit_zca(data: ImageData, cache_dir: Path) -> ZCA:
     return zca
 
 
-# --- ImageFolder trees: folder:PATH and the embedded subset -------------------------------------
 def load_image_folder(path: str | Path, *, name: str | None = None, cache_dir: str | Path | None = None) -> ImageData:
     """An ImageFolder tree ``path/{train,test}/<class>/<image>``: classes are the sorted folder names, mean and
     std those of the train split; ``cache_dir`` caches the decoded tensors (:func:`mttlib.folders.read_splits`)."""
@@ -252,9 +235,7 @@ def _load_embedded(name: str, root: Path, *, download: bool = False) -> ImageDat
     return load_image_folder(EMBEDDED_DIR, name=EMBEDDED_DATASET, cache_dir=EMBEDDED_CACHE_DIR)
 
 
-# --- torchvision datasets ----------------------------------------------------------------------
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = tuple(f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1"))
 # name: (folder in <root>/<name>, files it needs, how to get them by hand, torchvision class, mean, std, digits)
 _TORCHVISION: dict[str, tuple[str, tuple[str, ...], str, str, tuple[float, ...], tuple[float, ...], bool]] = {
     "cifar10": ("cifar-10-batches-py", (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
@@ -262,9 +243,8 @@ _TORCHVISION: dict[str, tuple[str, tuple[str, ...], str, str, tuple[float, ...],
                 (0.2023, 0.1994, 0.2010), False),
     "cifar100": ("cifar-100-python", ("train", "test", "meta"), "unpack cifar-100-python.tar.gz into {base}",
                  "CIFAR100", (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), False),
-    "mnist": ("MNIST/raw", _MNIST_FILES, "gunzip the four MNIST .gz files into {folder}", "MNIST", (0.1307,),
-              (0.3081,), True),
-    "fashion_mnist": ("FashionMNIST/raw", _MNIST_FILES, "gunzip the four Fashion-MNIST .gz files into {folder}",
+    "mnist": ("MNIST/raw", _MNIST_FILES, "gunzip MNIST's .gz files into {folder}", "MNIST", (0.1307,), (0.3081,), True),
+    "fashion_mnist": ("FashionMNIST/raw", _MNIST_FILES, "gunzip Fashion-MNIST's .gz files into {folder}",
                       "FashionMNIST", (0.2861,), (0.3530,), False),
     "svhn": (".", ("train_32x32.mat", "test_32x32.mat"), "put the SVHN format-2 files (cropped digits) into {folder}",
              "SVHN", (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True),
@@ -273,29 +253,23 @@ _TORCHVISION: dict[str, tuple[str, tuple[str, ...], str, str, tuple[float, ...],
 
 def _torchvision_splits(name: str, base: Path, download: bool = False) -> list[Any]:
     import torchvision.datasets as tvd
-
-    dataset = getattr(tvd, _TORCHVISION[name][3])
+    splits = [{"split": split} if name == "svhn" else {"train": split == "train"} for split in ("train", "test")]
     try:
-        return [dataset(str(base), download=download, **({"split": split} if name == "svhn" else
-                                                         {"train": split == "train"})) for split in ("train", "test")]
+        return [getattr(tvd, _TORCHVISION[name][3])(str(base), download=download, **split) for split in splits]
     except ImportError as err:  # SVHN's .mat files need scipy
         raise ImportError(f"loading {name} needs {err.name}: pip install {err.name}") from err
 
 
 def _ensure_files(name: str, root: Path, download: bool) -> Path:
-    """The dataset's folder under ``root``; downloads into it, or explains what to put there."""
-    base = root / name
     subfolder, files, hint = _TORCHVISION[name][:3]
-    folder = base / subfolder
+    folder = (base := root / name) / subfolder
     if not (missing := [f for f in files if not (folder / f).is_file()]):
         return base
     if not download:
-        of_all = "" if len(missing) == len(files) else f" (of {', '.join(files)})"
-        raise FileNotFoundError(
-            f"{name} is not on disk: {folder} lacks {', '.join(missing)}{of_all}. Either "
-            f"{hint.format(base=base, folder=folder)}, or let the kit download it: load_dataset({name!r}, "
-            f"download=True) or MTT_DOWNLOAD=1 (needs internet). The data root {root} comes from the root "
-            "argument (--data-root), else $MTT_DATA_ROOT, else <kit>/data.")
+        raise FileNotFoundError(f"{name} is not on disk: {folder} lacks {', '.join(missing)}. Either "
+                                f"{hint.format(base=base, folder=folder)}, or let the kit download it: load_dataset("
+                                f"{name!r}, download=True) or MTT_DOWNLOAD=1 (needs internet). The data root {root} "
+                                "comes from the root argument (--data-root), else $MTT_DATA_ROOT, else <kit>/data.")
     try:
         _torchvision_splits(name, base, download=True)
     except Exception as err:  # network errors come in many types
@@ -308,9 +282,8 @@ def _ensure_files(name: str, root: Path, download: bool) -> Path:
 
 def _tv_data(name: str, classes: list[str], train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> ImageData:
     mean, std, digits = _TORCHVISION[name][4:]
-    return ImageData(name=name, train_images=train[0].contiguous(), train_labels=train[1].long(),
-                     test_images=test[0].contiguous(), test_labels=test[1].long(), classes=classes,
-                     mean=mean, std=std, digits=digits)
+    return ImageData(name, train[0].contiguous(), train[1].long(), test[0].contiguous(), test[1].long(), classes,
+                     mean, std, digits=digits)
 
 
 @register_dataset("mnist")
@@ -326,7 +299,6 @@ def _load_torchvision(name: str, root: Path, *, download: bool = False) -> Image
 
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a tampered batch file cannot run code."""
-
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy.core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"), ("_codecs", "encode")}
 
@@ -336,26 +308,22 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
 
 
-def _read_batch(path: Path) -> dict[str, Any]:
+def _read_batch(path: Path, convert: Callable[[dict[str, Any]], Any]) -> Any:
     try:
         with open(path, "rb") as handle:
             content = _ArrayUnpickler(handle, encoding="latin1").load()
-        # files pickled by Python 2 give str keys, files written by Python 3 may give bytes keys
-        return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+        # Python 2 pickles give str keys, Python 3 ones may give bytes keys
+        return convert({k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()})
     except Exception as err:
         raise CorruptFileError(f"cannot read {path} as a CIFAR python batch ({type(err).__name__}: {err}). "
                                "Delete the folder and download the dataset again.") from err
 
 
 def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[Tensor, Tensor]:
-    batches = [_read_batch(folder / file) for file in files]
-    try:  # rows are 1024 R, 1024 G, 1024 B values
-        images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
-        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-    except (KeyError, ValueError) as err:
-        raise CorruptFileError(f"a batch in {folder} lacks usable 'data'/'{label_key}' entries ({err}). "
-                               "Download the dataset again.") from err
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    def arrays(batch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:  # rows are 1024 R, 1024 G, 1024 B values
+        return np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch[label_key], np.int64)
+    images, labels = zip(*(_read_batch(folder / file, arrays) for file in files))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 # The kit reads CIFAR batches itself, not with torchvision: its reader admits only numpy arrays
@@ -365,8 +333,8 @@ def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[Tensor,
 def _load_cifar(name: str, root: Path, *, download: bool = False) -> ImageData:
     folder = _ensure_files(name, root, download) / _TORCHVISION[name][0]
     ten = name == "cifar10"
-    key = "labels" if ten else "fine_labels"
-    names = _read_batch(folder / ("batches.meta" if ten else "meta"))["label_names" if ten else "fine_label_names"]
+    key, meta = ("labels", "batches.meta") if ten else ("fine_labels", "meta")
+    names = _read_batch(folder / meta, lambda batch: batch[key.replace("labels", "label_names")])
     return _tv_data(name, [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in names],
                     _read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"], key),
                     _read_cifar(folder, ["test_batch" if ten else "test"], key))

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from mttlib.io import KIT_ROOT
+from mttlib.io import KIT_ROOT, atomic_write_text
 
 NOTEBOOKS = KIT_ROOT / "notebooks"
 
@@ -105,6 +105,4 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     if notebooks:
         parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
             f"<li><a href='notebooks/{html.escape(n.name)}'>{html.escape(n.name)}</a></li>" for n in notebooks) + "</ul>")
-    index = out / "index.html"
-    index.write_text("\n".join(parts) + "\n")
-    return index
+    return atomic_write_text("\n".join(parts) + "\n", out / "index.html")

@@ -122,9 +122,8 @@ class EvalResult:
 
     def to_dict(self, runs: bool = False) -> dict[str, Any]:
         """JSON-able summary (with each run's record when ``runs``)."""
-        out = {"mean": self.mean, "std": self.std, "accuracies": list(self.accuracies), "config": self.config,
-               "summary": str(self)}
-        return {**out, "runs": [r.to_dict() for r in self.runs]} if runs else out
+        out = {"mean": self.mean, "std": self.std, "accuracies": list(self.accuracies), "config": self.config}
+        return {**out, "summary": str(self), **({"runs": [r.to_dict() for r in self.runs]} if runs else {})}
 
 
 def run_seed(base_seed: int, run: int) -> int:
@@ -254,8 +253,7 @@ def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: Im
         if bar is not None:
             bar.close()
     accs = [run.test_acc for run in runs]
-    eval_name = r.eval_on if isinstance(r.eval_on, str) else "val_part" if isinstance(r.eval_on, ImageData) \
-        else "tensors"
+    eval_name = r.eval_on if isinstance(r.eval_on, str) else "val_part" if isinstance(r.eval_on, ImageData) else "tensors"
     dsa = r.dsa.strategy if isinstance(r.dsa, DSA) else data.dsa_strategy if r.dsa else None
     config = {"dataset": data.name, "model": r.model, "model_kwargs": dict(r.model_kwargs or {}),
               "num_runs": r.num_runs, "num_images": int(x.shape[0]), "lr": r.lr, "epochs": r.epochs,

@@ -1,24 +1,16 @@
-"""Expert trajectories: networks trained on real data, with their parameters saved every epoch.
+"""Experts: networks trained on real data with the paper's recipe -- plain SGD (lr 0.01, no
+momentum, no weight decay), batches of 256, DSA on every batch -- saving their parameters every
+epoch (a :class:`mttlib.trajectory.Trajectory`). Distillation starts a student at ``traj[t]``
+and asks it to reach ``traj[t + M]``.
 
-Trajectory matching needs *experts*: networks trained from a random initialisation on the real
-training set with the paper's recipe -- plain SGD (lr 0.01, no momentum, no weight decay,
-constant learning rate), batches of 256 shuffled every epoch, DSA augmentation on every batch.
-An expert's *trajectory* is its parameters at epoch 0 and after every epoch; distillation starts
-a student at ``traj[t]`` and asks it to reach ``traj[t + M]``.
-
-:func:`train_experts` trains the experts a folder lacks (with the loop of :mod:`mttlib.train`),
-:func:`load_experts` loads them as :class:`Trajectory` objects, :func:`ensure_experts` does both
-(a notebook's load-or-train) and :func:`expert_dir` names one folder per configuration.
-
-Expert ``k`` is seeded by :func:`expert_seed` ``(base_seed, k)``, so a re-run gives the same
-trajectory bit for bit on the CPU. Each expert is written atomically as soon as it is done: a
-re-run skips finished experts and a killed run loses at most the expert in progress. Under
-``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` of ``K`` trains the experts with ``k % K == r``.
-
-A folder holds ``config.json`` (``format``, ``format_version``, ``fingerprint``, ``config`` =
-:meth:`ExpertConfig.to_dict`, ``dataset`` = ``ImageData.describe()``) and one
-``expert_NNNNN.pt`` per expert (the file format is :mod:`mttlib.trajectory`'s).
-Taught in notebook ``01_expert_trajectories``.
+:func:`train_experts` trains what a folder lacks (with :func:`mttlib.train.train`),
+:func:`load_experts` loads a folder, :func:`ensure_experts` does both (a notebook's
+load-or-train) and :func:`expert_dir` names one folder per configuration. Expert ``k`` is seeded
+by :func:`expert_seed` ``(base_seed, k)``: a re-run gives the same trajectory bit for bit on the
+CPU. Each expert is written atomically when done, so a killed run loses at most the expert in
+progress; under ``torchrun`` rank ``r`` of ``K`` trains the experts with ``k % K == r``. A folder
+holds ``config.json`` (the :class:`ExpertConfig`, the data's ``describe()``) and one
+``expert_NNNNN.pt`` per expert. Taught in notebook ``01_expert_trajectories``.
 """
 
 from __future__ import annotations
@@ -84,11 +76,9 @@ class ExpertConfig:
     base_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("dataset", "model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"ExpertConfig.{name} must be a name, got {getattr(self, name)!r}")
-        if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"ExpertConfig.model_kwargs must be a dict, got {self.model_kwargs!r}")
+        if not (self.dataset and self.model and isinstance(self.model_kwargs, dict)):
+            raise ValueError(f"ExpertConfig needs a dataset and a model name and model_kwargs as a dict, got "
+                             f"{self.dataset!r}, {self.model!r}, {self.model_kwargs!r}")
         # None means "the model's default": drop it so both spellings share a fingerprint
         self.model_kwargs = {k: v for k, v in sorted(self.model_kwargs.items()) if v is not None}
         for name, low in (("epochs", 1), ("batch_size", 1), ("base_seed", 0)):
@@ -171,8 +161,8 @@ def list_experts(out_dir: str | Path) -> list[Path]:
 # --- folder consistency --------------------------------------------------------------------------
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))  # as it reads back from JSON (tuples become lists)
+def _jsonable(obj: Any) -> Any:  # as it reads back from JSON (tuples become lists)
+    return json.loads(json.dumps(obj))
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:

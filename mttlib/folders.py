@@ -1,8 +1,4 @@
-"""Image files on disk -> uint8 tensors: find them, decode them on a few threads, cache the result.
-
-:mod:`mttlib.data` (ImageFolder trees, the embedded subset) and :mod:`mttlib.imagenet` (ImageNet,
-Tiny ImageNet) read their images with :func:`read_splits`; a split is a list of ``(file, label)``.
-"""
+"""Image files on disk -> uint8 tensors for :mod:`mttlib.data` and :mod:`mttlib.imagenet`: find, decode, cache."""
 
 from __future__ import annotations
 
@@ -43,18 +39,18 @@ def scan_image_folder(path: Path) -> tuple[list[str], dict[str, Split]]:
     hint = f"An ImageFolder dataset needs {path}/train/<class>/<image> and {path}/test/<class>/<image>."
     if not path.is_dir():
         raise FileNotFoundError(f"dataset folder {path} does not exist. {hint}")
-    splits: dict[str, Split] = {}
+    splits: dict[str, Split] = {"train": [], "test": []}
     names: dict[str, list[str]] = {}
-    for split in ("train", "test"):
+    for split in splits:
         if not (path / split).is_dir():
             found = ", ".join(p.name for p in subfolders(path)) or "nothing"
             raise FileNotFoundError(f"{path} has no {split}/ folder (found: {found}). {hint}")
-        splits[split], names[split] = [], [f.name for f in subfolders(path / split)]
-        for label, folder in enumerate(subfolders(path / split)):
+        for label, folder in enumerate(folders := subfolders(path / split)):
             if not (files := image_files(folder)):
                 raise ValueError(f"class folder {folder} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}). "
                                  "Add images or remove the class from both splits.")
             splits[split] += [(f, label) for f in files]
+        names[split] = [f.name for f in folders]
     classes, test = names["train"], names["test"]
     if not classes:
         raise ValueError(f"{path}/train holds no class folders. {hint}")
@@ -75,26 +71,15 @@ def _decode(file: Path) -> Tensor:
     return torch.from_numpy(array[None] if gray else array.transpose(2, 0, 1))
 
 
-def _decode_all(files: list[Path], transform: Callable[[Tensor], Tensor] | None, progress: bool,
-                what: str) -> list[Tensor]:
-    work = _decode if transform is None else lambda file: transform(_decode(file))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        return list(tqdm(pool.map(work, files), total=len(files), desc=f"decoding {what}", disable=not progress,
-                         leave=False))
-
-
 def _stack(images: list[Tensor], files: list[Path]) -> Tensor:
-    sizes: dict[tuple[int, ...], Path] = {}
-    for file, image in zip(files, images):
-        sizes.setdefault(tuple(image.shape[1:]), file)
+    sizes = {tuple(image.shape[1:]): file for file, image in zip(files, images)}
     if len(sizes) > 1:
         (a, file_a), (b, file_b) = list(sizes.items())[:2]
         raise ValueError(f"images differ in size: {file_a} is {a[1]}x{a[0]} but {file_b} is {b[1]}x{b[0]}. Resize "
                          "all images to one size first (e.g. with PIL's Image.resize): the kit stacks them.")
     rgb = any(image.shape[0] == 3 for image in images)  # one channel only when every image is grayscale
-    # channels-last memory (pixel-major, as decoded): the layout the kit has always trained on
-    return torch.stack([image.expand(3, -1, -1) if rgb else image for image in images]).contiguous(
-        memory_format=torch.channels_last)
+    stacked = torch.stack([image.expand(3, -1, -1) if rgb else image for image in images])
+    return stacked.contiguous(memory_format=torch.channels_last)  # pixel-major, the layout the kit always trained on
 
 
 def _fingerprint(splits: dict[str, Split], settings: str) -> str:
@@ -112,15 +97,18 @@ def read_splits(name: str, splits: dict[str, Split], cache_dir: str | Path | Non
                 progress: bool = False) -> dict[str, Tensor]:
     """``<split>_images`` (uint8 [N, C, H, W]) and ``<split>_labels`` (int64) for each split.
 
-    Images are read as RGB (one channel when all are grayscale), passed through ``transform`` (a
-    resize) and must then share one size. With ``cache_dir`` they are cached (:func:`mttlib.io.cached`)
-    under a fingerprint of the file names, sizes, modification times, labels and ``settings``.
-    """
+    Images are read as RGB (one channel when all are grayscale), passed through ``transform`` (a resize) and must
+    then share one size; ``cache_dir`` caches them under a fingerprint of file names, sizes, times, labels and
+    ``settings``."""
     labels = {s: torch.tensor([label for _, label in files], dtype=torch.int64) for s, files in splits.items()}
 
     def decode() -> dict[str, Tensor]:
         files = [f for split in splits.values() for f, _ in split]
-        images = _stack(_decode_all(files, transform, progress, name), files).split([len(f) for f in splits.values()])
+        work = _decode if transform is None else lambda file: transform(_decode(file))
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+            images = list(tqdm(pool.map(work, files), total=len(files), desc=f"decoding {name}",
+                               disable=not progress, leave=False))
+        images = _stack(images, files).split([len(f) for f in splits.values()])
         return {k: v for s, x in zip(splits, images) for k, v in ((f"{s}_images", x), (f"{s}_labels", labels[s]))}
 
     def current(content: dict) -> bool:  # the same labels, and images to go with them

@@ -1,14 +1,11 @@
 """The MTT paper's ImageNet subsets, Tiny ImageNet, and an offline stand-in for the subsets.
 
-Taught in notebook ``03_imagenet_subsets``. Names for :func:`mttlib.data.load_dataset`:
-``imagenet:<subset>`` with options as in ``imagenet:imagewoof:resize=center_crop,size=64,per_class=100``
-(:func:`load_imagenet_subset`), ``tiny-imagenet[:per_class=N]`` (:func:`load_tiny_imagenet`) and
-``cifar10-mini@<size>``, a stand-in that is *not* ImageNet (:func:`standin_subset`). ImageNet holds
-``train/<wnid>/*.JPEG`` and ``val/``, sorted into ``val/<wnid>/`` or flat with Kaggle's or
-torchvision's ground truth (:func:`val_wnids`); ``scripts/prepare_imagenet_val.py`` unpacks the
-archives and sorts val. Images stay uint8 (13,000 at 128 px take 640 MB), normalised with the
-ImageNet mean and std (as the reference does for both datasets), cached once decoded.
-"""
+Taught in notebook ``03_imagenet_subsets``. Names for :func:`mttlib.data.load_dataset`: ``imagenet:<subset>``, with
+options as in ``imagenet:imagewoof:resize=center_crop,size=64,per_class=100`` (:func:`load_imagenet_subset`),
+``tiny-imagenet[:per_class=N]`` (:func:`load_tiny_imagenet`) and ``cifar10-mini@<size>``, a stand-in that is *not*
+ImageNet (:func:`standin_subset`). ImageNet holds ``train/<wnid>/*.JPEG`` and ``val/``, in ``val/<wnid>/`` folders or
+flat with a ground truth (:func:`val_wnids`; ``scripts/prepare_imagenet_val.py`` sorts it). Images stay uint8 (13,000 at
+128 px take 640 MB), normalised with ImageNet's mean and std as in the reference."""
 
 from __future__ import annotations
 
@@ -37,8 +34,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TINY_MEAN, TINY_STD = IMAGENET_MEAN, IMAGENET_STD  # as the reference normalises Tiny ImageNet
 IMAGE_SIZE = 128
 
-#: The paper's subsets in the order of its tables: ILSVRC-2012 class indices in label order.
-#: Taught in notebook ``03_imagenet_subsets``.
+#: The paper's subsets, in its tables' order: ILSVRC-2012 class indices in label order. Taught in notebook
+#: ``03_imagenet_subsets``.
 IMAGENET_SUBSETS: dict[str, tuple[int, ...]] = {
     "imagenette": (0, 217, 482, 491, 497, 566, 569, 571, 574, 701),
     "imagewoof": (193, 182, 258, 162, 155, 167, 159, 273, 207, 229),
@@ -64,12 +61,10 @@ RESIZE_MODES: dict[str, str] = {
               "changes nothing); rounded to uint8"),
     "center_crop": "aspect preserved: shorter side to size (bilinear, antialiased), then the central size x size",
 }
-
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 STANDIN_NOTE = "stand-in for an ImageNet subset"  #: ends every stand-in's name, so none passes for ImageNet
 
 
-# --- class tables, paths, options -------------------------------------------------------------
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ILSVRC-2012 wnids, sorted; position ``i`` is class index ``i``."""
@@ -85,7 +80,6 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 class SubsetClass(NamedTuple):
     """One class of a subset: its label there, its ImageNet index, wnid and name."""
-
     label: int
     index: int
     wnid: str
@@ -102,14 +96,12 @@ def subset_classes(subset: str) -> list[SubsetClass]:
 
 def imagenet_path(root: str | Path | None = None) -> Path:
     """Where ImageNet is looked for: ``$MTT_IMAGENET``, else ``<data root>/imagenet``."""
-    env = os.environ.get("MTT_IMAGENET")
-    return Path(env).expanduser() if env else data_root(root) / "imagenet"
+    return Path(os.environ.get("MTT_IMAGENET") or data_root(root) / "imagenet").expanduser()
 
 
 def tiny_imagenet_path(root: str | Path | None = None) -> Path:
     """Where Tiny ImageNet is looked for: ``$MTT_TINY_IMAGENET``, else ``<data root>/tiny-imagenet-200``."""
-    env = os.environ.get("MTT_TINY_IMAGENET")
-    return Path(env).expanduser() if env else data_root(root) / "tiny-imagenet-200"
+    return Path(os.environ.get("MTT_TINY_IMAGENET") or data_root(root) / "tiny-imagenet-200").expanduser()
 
 
 def _tree(base: Path) -> Path | None:
@@ -117,9 +109,7 @@ def _tree(base: Path) -> Path | None:
 
 
 def find_imagenet(root: str | Path | None = None) -> Path | None:
-    """The ImageNet tree (holding ``train/``) under :func:`imagenet_path`, or None.
-
-    Taught in notebook ``03_imagenet_subsets``."""
+    """The ImageNet tree under :func:`imagenet_path`, or None. Taught in notebook ``03_imagenet_subsets``."""
     return _tree(imagenet_path(root))
 
 
@@ -138,26 +128,21 @@ def _options(name: str, text: str, defaults: dict[str, Any], example: str) -> di
     """The ``key=value`` options in ``text`` (separated by commas or colons) over ``defaults``."""
     parsed = dict(defaults)
     for option in filter(None, (o.strip() for o in re.split(r"[,:]", text))):
-        key, eq, value = (p.strip() for p in option.partition("="))
-        key = key.lower().replace("-", "_")
-        if not eq or key not in defaults or not (key == "resize" or value.isdigit()):
+        key, eq, value = (p.strip().lower() for p in option.replace("-", "_").partition("="))
+        valid = value in RESIZE_MODES if key == "resize" else re.fullmatch(r"[1-9]\d*", value)
+        if not eq or key not in defaults or not valid:
             known = ", ".join("resize=paper|center_crop" if k == "resize" else f"{k}=N" for k in defaults)
             raise ValueError(f"cannot read option {option!r} of {name!r}; the options are {known}, e.g. {example!r}.")
-        parsed[key] = value.lower() if key == "resize" else int(value)
+        parsed[key] = value if key == "resize" else int(value)
     return parsed
 
 
 def parse_imagenet_name(name: str) -> dict[str, Any]:
     """``imagenet:<subset>[:key=value,...]`` as keyword arguments of :func:`load_imagenet_subset`."""
-    spec = name.strip()
-    subset, _, text = (spec[len("imagenet:"):] if spec.lower().startswith("imagenet:") else spec).partition(":")
-    subset_classes(subset)
-    parsed = _options(name, text, {"resize": "paper", "size": IMAGE_SIZE, "per_class": None},
-                      "imagenet:imagewoof:resize=center_crop,size=64")
-    _check_resize(parsed["resize"], parsed["size"])
-    _check(parsed["per_class"], "per_class")
-    return {"subset": subset.strip().lower(), "resize": parsed["resize"], "image_size": parsed["size"],
-            "per_class": parsed["per_class"]}
+    subset, _, text = re.sub(r"(?i)^imagenet:", "", name.strip()).partition(":")
+    options = _options(name, text, {"resize": "paper", "size": IMAGE_SIZE, "per_class": None},
+                       "imagenet:imagewoof:resize=center_crop,size=64")
+    return {"subset": subset.strip().lower(), "image_size": options.pop("size"), **options}
 
 
 def resize_image(image: Tensor, size: int, mode: str = "paper") -> Tensor:
@@ -175,13 +160,14 @@ def resize_image(image: Tensor, size: int, mode: str = "paper") -> Tensor:
     return out if image.dim() == 4 else out[0]
 
 
-def _read(name: str, splits: dict[str, Split], size: int, mode: str, cache_dir: str | Path | None,
-          progress: bool) -> dict[str, Tensor]:
-    return read_splits(name, splits, cache_dir, transform=lambda x: resize_image(x.expand(3, -1, -1), size, mode),
-                       settings=f"{mode}-{size}", progress=progress)
+def _read(name: str, splits: dict[str, Split], classes: list[str], source: dict[str, Any], size: int, mode: str,
+          cache_dir: str | Path | None, progress: bool) -> ImageData:
+    """``splits`` decoded, resized and cached, as ImageData normalised with the ImageNet mean and std."""
+    tensors = read_splits(name, splits, cache_dir, transform=lambda x: resize_image(x.expand(3, -1, -1), size, mode),
+                          settings=f"{mode}-{size}", progress=progress)
+    return ImageData(name=name, classes=classes, mean=IMAGENET_MEAN, std=IMAGENET_STD, source=source, **tensors)
 
 
-# --- ImageNet ----------------------------------------------------------------------------------
 def _no_images(cls: SubsetClass, folder: Path, split: str, where: str = "") -> Exception:
     error = ValueError if folder.is_dir() else FileNotFoundError
     return error(f"ImageNet class {cls.index} '{cls.name}' ({cls.wnid}) has no {split} images: expected "
@@ -228,9 +214,8 @@ def _val_files(tree: Path, base: Path, classes: list[SubsetClass]) -> Split:
 
 
 def load_imagenet_subset(subset: str, path: str | Path | None = None, *, resize: str = "paper",
-                         image_size: int = IMAGE_SIZE, per_class: int | None = None,
-                         cache_dir: str | Path | None = None, progress: bool = True,
-                         name: str | None = None) -> ImageData:
+                         image_size: int = IMAGE_SIZE, per_class: int | None = None, progress: bool = True,
+                         cache_dir: str | Path | None = None, name: str | None = None) -> ImageData:
     """One of the paper's ImageNet subsets as uint8 tensors (train = train, test = val); label ``c`` is
     the ``c``-th class of :data:`IMAGENET_SUBSETS`. ``path`` defaults to :func:`imagenet_path`; ``per_class``
     keeps the first N train images of each class; ``cache_dir`` caches the decoded tensors."""
@@ -248,28 +233,23 @@ def load_imagenet_subset(subset: str, path: str | Path | None = None, *, resize:
         if not (folder := tree / "train" / cls.wnid).is_dir() or not (images := image_files(folder)):
             raise _no_images(cls, folder, "train")
         train += [(f, cls.label) for f in images[:per_class]]
-    if name is None:
-        parts = [f"resize={resize}"] * (resize != "paper") + [f"size={image_size}"] * (image_size != IMAGE_SIZE)
-        parts += [f"per_class={per_class}"] * (per_class is not None)
-        name = f"imagenet:{subset}" + (":" + ",".join(parts) if parts else "")
+    options = (("resize", resize, "paper"), ("size", image_size, IMAGE_SIZE), ("per_class", per_class, None))
+    parts = [f"{key}={value}" for key, value, default in options if value != default]
+    name = name or f"imagenet:{subset}" + (":" + ",".join(parts) if parts else "")
     source = {"dataset": "ILSVRC-2012", "subset": subset, "class_indices": [c.index for c in classes],
               "wnids": [c.wnid for c in classes], "resize": resize, "resize_rule": RESIZE_MODES[resize],
               "image_size": image_size, "train_per_class": per_class}
-    tensors = _read(name, {"train": train, "test": _val_files(tree, base, classes)}, image_size, resize, cache_dir,
-                    progress)
-    return ImageData(name=name, classes=[c.name for c in classes], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     source=source, **tensors)
+    splits = {"train": train, "test": _val_files(tree, base, classes)}
+    return _read(name, splits, [c.name for c in classes], source, image_size, resize, cache_dir, progress)
 
 
-# --- Tiny ImageNet -----------------------------------------------------------------------------
 def _tiny_val(val: Path, label_of: dict[str, int]) -> Split:
     annotations, files = val / "val_annotations.txt", []
     if not annotations.is_file():
         raise FileNotFoundError(f"{annotations} is missing: Tiny ImageNet's val labels come from it "
                                 "(file<TAB>wnid<TAB>box). Unpack tiny-imagenet-200.zip again.")
-    for number, line in enumerate(annotations.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = annotations.read_text(encoding="utf-8").splitlines()
+    for number, line in ((n, line) for n, line in enumerate(lines, 1) if line.strip()):
         file, wnid = (line.split("\t") + [""])[:2]
         if wnid not in label_of or not (val / "images" / file).is_file():
             raise CorruptFileError(f"{annotations} line {number} ({line.strip()!r}) does not name an image in "
@@ -278,14 +258,12 @@ def _tiny_val(val: Path, label_of: dict[str, int]) -> Split:
     return sorted(files, key=lambda p: (p[1], p[0].name))
 
 
-def load_tiny_imagenet(path: str | Path | None = None, *, per_class: int | None = None,
-                       cache_dir: str | Path | None = None, progress: bool = True, name: str | None = None,
+def load_tiny_imagenet(path: str | Path | None = None, *, per_class: int | None = None, progress: bool = True,
+                       cache_dir: str | Path | None = None, name: str | None = None,
                        download: bool = False) -> ImageData:
-    """Tiny ImageNet (64x64, 200 classes, the sorted wnids) as uint8 tensors; test is the val split.
-
-    ``path`` is ``tiny-imagenet-200`` as the zip unpacks (default :func:`tiny_imagenet_path`);
-    ``download=True`` fetches the zip when it is missing. The rest as in :func:`load_imagenet_subset`.
-    """
+    """Tiny ImageNet (64x64, 200 classes, the sorted wnids) as uint8 tensors; test is the val split. ``path`` is
+    ``tiny-imagenet-200`` as the zip unpacks (default :func:`tiny_imagenet_path`); ``download=True`` fetches the zip
+    when it is missing. The rest as in :func:`load_imagenet_subset`."""
     _check(per_class, "per_class")
     folder = Path(path).expanduser() if path not in (None, "") else tiny_imagenet_path()
     if not (folder / "wnids.txt").is_file() and download:
@@ -308,12 +286,10 @@ def load_tiny_imagenet(path: str | Path | None = None, *, per_class: int | None 
               "resize_rule": "none: the images are 64x64 already (any other size is stretched as in 'paper')",
               "train_per_class": per_class}
     splits = {"train": train, "test": _tiny_val(folder / "val", {w: i for i, w in enumerate(wnids)})}
-    return ImageData(name=name, classes=[words.get(w, w).split(",")[0].strip() or w for w in wnids],
-                     mean=TINY_MEAN, std=TINY_STD, source=source,
-                     **_read(name, splits, 64, "paper", cache_dir, progress))
+    classes = [words.get(w, w).split(",")[0].strip() or w for w in wnids]
+    return _read(name, splits, classes, source, 64, "paper", cache_dir, progress)  # TINY_MEAN is IMAGENET_MEAN
 
 
-# --- the offline stand-in: the embedded CIFAR-10 images upsampled ------------------------------
 def standin_name(image_size: int = IMAGE_SIZE, per_class: int | None = None, test_per_class: int | None = None) -> str:
     """The registry name of a stand-in, e.g. ``'cifar10-mini@128:per_class=50 (stand-in for an ImageNet subset)'``."""
     options = [f"{k}={v}" for k, v in (("per_class", per_class), ("test_per_class", test_per_class)) if v is not None]
@@ -334,10 +310,8 @@ def standin_subset(image_size: int = IMAGE_SIZE, per_class: int | None = None, r
                    test_per_class: int | None = None) -> ImageData:
     """An offline stand-in for an ImageNet subset: the embedded CIFAR-10 images upsampled to ``image_size``.
 
-    CIFAR-10's ten classes and 32 px photos stretched bilinearly (so they look blurred): it runs
-    the 128 px pipeline offline, but its accuracies say nothing about ImageNet. ``per_class`` and
-    ``test_per_class`` keep the first N images of each class. Taught in notebook ``03_imagenet_subsets``.
-    """
+    Blurred 32 px photos of CIFAR-10's classes: it runs the 128 px pipeline offline, but its accuracies say nothing
+    about ImageNet. ``per_class``/``test_per_class`` keep N per class. Taught in notebook ``03_imagenet_subsets``."""
     _check(image_size, "the stand-in's size (it upsamples 32 px images; for 32 px use cifar10-mini)", 32, False)
     _check(per_class, "per_class")
     _check(test_per_class, "test_per_class")
@@ -376,7 +350,6 @@ def load_subset_or_standin(subset: str, root: str | Path | None = None, *, per_c
     return data
 
 
-# --- registry entries for mttlib.data.load_dataset ----------------------------------------------
 @register_dataset("imagenet:", prefix=True)
 def _load_imagenet(name: str, root: Path, *, download: bool = False) -> ImageData:
     return load_imagenet_subset(path=imagenet_path(root), cache_dir=root / ".cache", name=name.strip(),

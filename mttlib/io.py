@@ -1,22 +1,11 @@
 """Where the kit's files live, and safe files: atomic writes, loads that never unpickle code.
 
-Every artifact of the kit (expert trajectories, checkpoints, distilled sets, caches) goes
-through these helpers, so an interrupted run never leaves a half-written file behind, and
-loading a file from somebody else cannot run their code. :func:`cached` keeps work that is
-slow to redo (decoded images, a fitted ZCA) in a fingerprinted file.
-
-Each location comes from an explicit argument first, then an environment variable, then a
-default inside the kit's checkout:
-
-=================  ===================  ==========================
-what               environment          default
-=================  ===================  ==========================
-dataset root       ``MTT_DATA_ROOT``    ``<kit>/data``
-runs (experts,     ``MTT_RUNS``         ``<kit>/runs``
-distilled sets)
-outputs (figures,  ``MTT_OUTPUTS``      ``<kit>/outputs``
-executed notebooks)
-=================  ===================  ==========================
+Every artifact (trajectories, checkpoints, distilled sets, caches) goes through these helpers, so
+an interrupted run leaves no half-written file and loading somebody else's file cannot run their
+code; :func:`cached` keeps slow work (decoded images, a fitted ZCA) in a fingerprinted file. Each
+location is an explicit argument, else an environment variable, else a folder of the kit: the data
+root (``MTT_DATA_ROOT``, ``<kit>/data``), runs of experts and distillations (``MTT_RUNS``,
+``<kit>/runs``), figures and executed notebooks (``MTT_OUTPUTS``, ``<kit>/outputs``).
 """
 
 from __future__ import annotations
@@ -30,11 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "CorruptFileError", "cached"]
-
-
-# --- where things live ------------------------------------------------------------------------
+__all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_bytes",
+           "atomic_write_text", "atomic_write_json", "CorruptFileError", "cached"]
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,8 +47,6 @@ def outputs_dir(path: str | Path | None = None) -> Path:
     """The folder for figures and executed notebooks (``path``, ``$MTT_OUTPUTS``, ``<kit>/outputs``)."""
     return _pick(path, "MTT_OUTPUTS", KIT_ROOT / "outputs")
 
-
-# --- safe files --------------------------------------------------------------------------------
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -96,11 +80,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Load a file written by :func:`atomic_save` with ``weights_only=True``.
-
-    Raises ``FileNotFoundError`` for a missing file and :class:`CorruptFileError`, naming the
-    file and what to do, for one that is truncated, corrupt or holds arbitrary Python objects.
-    """
+    """Load a file written by :func:`atomic_save` with ``weights_only=True``; a truncated or corrupt file, or
+    one holding arbitrary Python objects, raises :class:`CorruptFileError` naming the file and what to do."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
@@ -131,12 +112,11 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
 
 def cached(folder: str | Path | None, name: str, fingerprint: str, make: Callable[[], dict],
            check: Callable[[dict], Any] = lambda content: True) -> dict:
-    """``make()``, kept in ``folder/<name>-<fingerprint>.pt`` and read from there while it is good.
+    """``make()`` (a dict of tensors and plain values), kept in ``folder/<name>-<fingerprint>.pt`` while it is good.
 
-    ``fingerprint`` (a hex digest) says what the content was made from; a missing, unreadable
-    or stale file (other fingerprint, or ``check(content)`` false or raising) is rebuilt
-    silently and older fingerprints of ``name`` are deleted. A read-only folder only costs the
-    rebuild; ``folder=None`` just calls ``make()``. The dict holds tensors and plain values.
+    ``fingerprint`` (a hex digest) says what the content was made from; a missing, unreadable or stale
+    file (other fingerprint, ``check(content)`` false or raising) is rebuilt silently and older
+    fingerprints of ``name`` deleted. A read-only folder only costs the rebuild; ``folder=None`` calls ``make()``.
     """
     if folder is None:
         return make()

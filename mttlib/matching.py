@@ -58,13 +58,8 @@ class BatchSource(Protocol):
 
 
 class ImageBatchSource:
-    """Normal mode: chunks of ``batch_syn`` images from a fresh permutation, then DSA.
-
-    Each iteration starts a new random permutation of the ``num_images`` synthetic images and
-    hands out consecutive chunks of it; when a permutation is used up the next one starts. With
-    ``batch_syn=None`` (the default) every step uses every image (in a random order, which only
-    matters for DSA parameters).
-    """
+    """Normal mode: consecutive chunks of ``batch_syn`` images of a fresh random permutation (a new one
+    when it is used up), then DSA; ``batch_syn=None`` gives every image to every step."""
 
     def __init__(self, num_images: int, image_size: int | tuple[int, int], batch_syn: int | None = None,
                  dsa: DSA | None = None) -> None:

@@ -10,6 +10,8 @@ memory. Taught in notebook ``03_imagenet_subsets``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from typing import Sequence
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from mttlib.matching import STRATEGIES, step_gradient
 from mttlib.models import FunctionalModel
 
-__all__ = ["STRATEGIES", "step_activation_bytes", "estimate_memory", "choose_strategy"]
+__all__ = ["STRATEGIES", "step_activation_bytes", "estimate_memory", "choose_strategy", "report", "keep_freed_memory"]
 
 
 def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[int]) -> int:
@@ -97,3 +99,33 @@ def choose_strategy(model: nn.Module, batch: int, image_shape: Sequence[int], sy
     device = torch.device(device) if device is not None else next(model.parameters()).device
     need = estimate_memory(model, batch, image_shape, syn_steps, "unroll")
     return "unroll" if need <= budget * _device_memory(device) else "recompute"
+
+
+def report(model: nn.Module, image_shape: Sequence[int], num_images: int, batch_syn: int | None, syn_steps: int,
+           strategy: str = "auto") -> str:
+    """A few lines for a person: the estimated memory of one iteration per strategy, this run's marked."""
+    batch, shape = min(batch_syn or num_images, num_images), tuple(image_shape)
+    chosen = strategy if strategy != "auto" else choose_strategy(model, batch, shape, syn_steps)
+    lines = ["estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):"]
+    for name in STRATEGIES:
+        est = estimate_memory(model, batch, shape, syn_steps, name, num_images=num_images)
+        lines.append(f"  {name:<9} {est / 2**30:7.2f} GiB{'  <- this run' if name == chosen else ''}")
+    return "\n".join(lines)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
+
+    Every iteration frees and reallocates the same large buffers; glibc would hand them back to
+    the kernel, which zero-fills fresh pages next time (``benchmarks/bench_distill.py
+    --keep-freed-memory`` measures the gain). It changes the whole process, so the library never
+    calls it: ``python -m mttlib distill`` does on the CPU, unless ``--no-keep-freed-memory``.
+    False where it does not apply (not Linux/glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))

@@ -1,21 +1,16 @@
 """The paper's ConvNet, every network by name, and a forward pass on one flat parameter vector.
 
-:func:`make_model` builds any network of the distillation literature by name: the ConvNet
-family (the paper's workhorse: ``depth`` blocks of conv 3x3 -> instance norm -> ReLU -> 2x2
-average pooling, then one linear layer) and the evaluation networks of :mod:`mttlib.zoo`.
-
-:class:`FunctionalModel` is what trajectory matching needs: an expert trajectory is a list of
-flat parameter vectors, and the student trains by SGD steps on such a vector *functionally*,
-so that the whole unroll stays differentiable.
-
-Construction never touches the random seed: call ``torch.manual_seed`` before
-:func:`make_model` to get the same initial weights every time.
+:func:`make_model` builds the ConvNet family and the evaluation networks of :mod:`mttlib.zoo` by
+name; it never reseeds, so seed before it for reproducible weights. :class:`FunctionalModel` runs a
+network on a flat vector (an expert trajectory is a list of them), keeping the student's unroll
+differentiable.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -44,7 +39,7 @@ class ConvNet(nn.Module):
         first_padding = 3 if image_size == 28 else 1
         size = conv_size(image_size, 3, first_padding)
         if pooling != "none":
-            max_depth = int(math.floor(math.log2(size))) if size >= 1 else 0
+            max_depth = int(math.floor(math.log2(size)))
             if depth > max_depth:
                 shallower = f"pass depth={max_depth} (or less), " if max_depth >= 1 else ""
                 raise size_error(f"convnet with depth={depth}", image_size,
@@ -70,23 +65,10 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-# --------------------------------------------------------------------------- the registry
-
-
-def _default_depth(image_size: int) -> int:
-    """ConvNet depth leaving a feature map of about 4x4: 28/32 px -> 3, 64 -> 4, 128 -> 5."""
-    if image_size in (28, 32):
-        return 3
-    return max(1, int(math.floor(math.log2(max(image_size, 1) / 4))))
-
-
 def _convnet(channels: int, num_classes: int, image_size: int, **kw: Any) -> nn.Module:
-    kw.setdefault("depth", _default_depth(image_size))
+    """The ConvNet whose default depth leaves a map of about 4x4: 28/32 px -> 3, 64 -> 4, 128 -> 5."""
+    kw.setdefault("depth", 3 if image_size in (28, 32) else max(1, int(math.floor(math.log2(image_size / 4)))))
     return ConvNet(channels, num_classes, image_size, **kw)
-
-
-def _resnet18_ap(channels: int, num_classes: int, image_size: int, **kw: Any) -> nn.Module:
-    return ResNet18(channels, num_classes, image_size, avg_pool_downsample=True, **kw)
 
 
 # family -> (builder, the overrides it accepts)
@@ -95,7 +77,7 @@ _FAMILIES: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "alexnet": (AlexNet, ("width", "norm")),
     "vgg11": (VGG11, ("width", "norm")),
     "resnet18": (ResNet18, ("width", "norm")),
-    "resnet18_ap": (_resnet18_ap, ("width", "norm")),
+    "resnet18_ap": (partial(ResNet18, avg_pool_downsample=True), ("width", "norm")),
     "lenet": (LeNet, ()),
     "mlp": (MLP, ("width",)),
 }
@@ -146,7 +128,8 @@ def _positive_int(value: Any, what: str, example: str = "") -> int:
     return value
 
 
-def _choice(value: Any, what: str, options: tuple[str, ...]) -> str:
+def _choice(value: Any, what: str) -> str:
+    options = {"norm": NORMS, "activation": ACTIVATIONS, "pooling": POOLINGS}[what]
     key = str(value).strip().lower()
     if key not in options:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(options)}")
@@ -154,16 +137,13 @@ def _choice(value: Any, what: str, options: tuple[str, ...]) -> str:
 
 
 def make_model(name: str, channels: int, num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
-    """A freshly initialised network by name, mapping ``[N, channels, size, size]`` to logits.
+    """A freshly initialised network by name (:data:`MODEL_NAMES`, any case, or the reference code's
+    spellings such as ``ResNet18BN_AP``), mapping ``[N, channels, size, size]`` to logits.
 
-    ``name`` is one of :data:`MODEL_NAMES` (any case; the reference code's spellings such as
-    ``ConvNetD4`` or ``ResNet18BN_AP`` work too). ``overrides`` win over what the name implies
-    (``None`` means the default): ``width``, ``depth``, ``norm`` (:data:`NORMS`), ``activation``
-    (:data:`ACTIVATIONS`) and ``pooling`` (:data:`POOLINGS`) for the ConvNet family; ``width``
-    and ``norm`` for AlexNet, VGG11 and the ResNets; ``width`` for the MLP. Weights come from
-    the global random generator: seed before calling. Raises ``ValueError`` for an unknown name
-    or override, or an image size the network cannot take. Taught in notebook
-    ``00_setup_and_data``.
+    ``overrides`` win over what the name implies (``None``: the default): ``width``, ``depth``,
+    ``norm``, ``activation`` and ``pooling`` for the ConvNet family; ``width`` and ``norm`` for
+    AlexNet, VGG11 and the ResNets; ``width`` for the MLP. Weights come from the global generator:
+    seed before calling. Taught in notebook ``00_setup_and_data``.
     """
     canonical = _canonical(name)
     family, preset = _REGISTRY[canonical]
@@ -178,12 +158,8 @@ def make_model(name: str, channels: int, num_classes: int, image_size: int, **ov
         accepts = f"accepts only {', '.join(allowed)}" if allowed else "accepts no overrides"
         raise ValueError(f"{canonical} {accepts}; got {', '.join(unknown)}")
     settings = {**preset, **given}
-    for key in ("width", "depth"):
-        if key in settings:
-            settings[key] = _positive_int(settings[key], key)
-    for key, options in (("norm", NORMS), ("activation", ACTIVATIONS), ("pooling", POOLINGS)):
-        if key in settings:
-            settings[key] = _choice(settings[key], key, options)
+    for key, value in settings.items():
+        settings[key] = _positive_int(value, key) if key in ("width", "depth") else _choice(value, key)
     return builder(channels, num_classes, image_size, **settings)
 
 
@@ -192,17 +168,12 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# --------------------------------------------------------------------------- functional forward
-
-
 class FunctionalModel:
-    """Run a module on one flat parameter vector, differentiably.
+    """Run a module on one flat parameter vector (``model.parameters()`` order), differentiably.
 
-    ``fm = FunctionalModel(model)`` records the parameter names, shapes and sizes in
-    ``model.parameters()`` order. ``fm(flat, x)`` splits ``flat`` into views (no copies) and
-    runs the module's own forward with them (``torch.func.functional_call``), so the logits are
-    differentiable with respect to ``flat`` and ``x``. Buffers (BatchNorm running statistics)
-    are not in ``flat``: they stay the module's. Taught in notebook ``00_setup_and_data``.
+    ``fm(flat, x)`` splits ``flat`` into views (no copies) and runs the module's own forward on them
+    (``torch.func.functional_call``), so the logits are differentiable in ``flat`` and ``x``. Buffers
+    (BatchNorm running statistics) stay the module's. Taught in notebook ``00_setup_and_data``.
     """
 
     def __init__(self, model: nn.Module) -> None:

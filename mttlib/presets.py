@@ -96,20 +96,16 @@ def _paper(dataset: str, ipc: int, model: str, n: int, m: int, t: int, lr_img: f
 
 
 _CIFAR10_IPC10_NOTE = (
-    "lr_img: the value printed for CIFAR-10 ipc 10 in the reference README's table is a typo, "
-    "confirmed by the first author in the reference repository's issue 'CIFAR 10 ipc 10 "
-    "Hyperparameters' (with the printed value syn_lr explodes; users report stable runs with "
-    "lr_img 100 or 1000; the corrected value was never posted). We use lr_img=100 with "
-    "lr_lr=1e-05 and lr_teacher=0.001, the row DC-BENCH lists as provided by the author. "
-    "If a run is unstable, try lr_img=1000 before anything larger.")
+    "lr_img: the value printed for CIFAR-10 ipc 10 in the reference README's table is a typo, confirmed by the "
+    "first author in the reference repository's issue 'CIFAR 10 ipc 10 Hyperparameters' (with it syn_lr "
+    "explodes; users report stable runs with lr_img 100 or 1000). We use lr_img=100 with lr_lr=1e-05 and "
+    "lr_teacher=0.001, the row DC-BENCH lists as provided by the author; if a run is unstable, try 1000.")
 
 _IMAGENET_LR_NOTE = (
-    "The published lr_img for the ImageNet subsets conflicts: the reference README's example "
-    "command uses lr_img=1000 with lr_lr=1e-06 (the value used here); the first author, answering "
-    "the reference repository's issue 'What is the training time for the distillation stage?', "
-    "gives --lr_img=100000 --lr_lr=1e-06 for all ImageNet runs; the FTD authors, quoting MTT's "
-    "settings for the subsets, give lr_img=10000 with lr_lr=1e-04. Try 1000 first; if the "
-    "images barely change, go up by factors of 10.")
+    "The published lr_img for the ImageNet subsets conflicts: the reference README's example command uses "
+    "lr_img=1000 with lr_lr=1e-06 (used here); the first author, in the reference repository's issue 'What is "
+    "the training time for the distillation stage?', gives lr_img=100000, lr_lr=1e-06; the FTD authors, quoting "
+    "MTT, give lr_img=10000, lr_lr=1e-04. Try 1000 first; if the images barely change, go up by factors of 10.")
 
 _ENTRIES: list[Preset] = [
     # CIFAR-10: ConvNet of depth 3 (the default for 32 px), width 128
@@ -148,16 +144,12 @@ for _subset in IMAGENET_SUBSETS:  # 128 px, ConvNet of depth 5
 _CLASSROOM_SOURCE = ("tuned for this kit on cifar10-mini (2-core CPU); structure follows the "
                      "paper's CIFAR-10 rows (ConvNet depth 3, real init, SGD momentum 0.5)")
 _ENTRIES += [
-    Preset(dataset="cifar10-mini", ipc=1, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=12, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
+    Preset(dataset="cifar10-mini", ipc=ipc, size="classroom", model="convnet", model_kwargs={"width": 32},
+           syn_steps=steps, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
            zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
            source=_CLASSROOM_SOURCE,
-           note="No ZCA so the images read directly. See the kit's README for measured run times."),
-    Preset(dataset="cifar10-mini", ipc=10, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=15, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
-           zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
-           source=_CLASSROOM_SOURCE,
-           note="No ZCA so the images read directly. See the kit's README for measured run times."),
+           note="No ZCA so the images read directly. See the kit's README for measured run times.")
+    for ipc, steps in ((1, 12), (10, 15))
 ]
 
 # Smoke: seconds, any ipc on the embedded data.
@@ -193,9 +185,9 @@ def _dataset_key(dataset: str) -> str:
 def get_preset(dataset: str, ipc: int, size: str = "paper") -> Preset:
     """The hyper-parameters for ``dataset`` at ``ipc`` images per class and ``size``.
 
-    Dataset names are case-insensitive; ``CIFAR10``, ``cifar-10``, ``Tiny``, ``imagenette`` and
-    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. Raises ``KeyError`` naming the presets that exist when
-    there is none for this combination.
+    Names are case-insensitive; ``CIFAR10``, ``cifar-10``, ``Tiny``, ``imagenette`` and
+    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. Raises
+    ``KeyError`` naming the presets that exist when there is none for this combination.
     """
     if size not in SIZES:
         raise ValueError(f"unknown preset size {size!r}; choose one of {', '.join(SIZES)}")

@@ -1,13 +1,9 @@
 """A distillation run on disk: the loop of :class:`mttlib.distill.Distiller` in a folder that
-survives being killed.
-
-:func:`distill` writes ``config.json`` (configuration, data, experts, seeds, versions),
-``metrics.jsonl`` (one line per iteration), ``checkpoint.pt`` (everything needed to continue bit
-for bit) and ``distilled.pt`` (images, labels, the learned ``syn_lr``, the configuration) every
-``checkpoint_every`` iterations, and ``snapshots/iter_NNNNNN.pt`` every ``snapshot_every`` for
-an animation (:func:`mttlib.viz.distillation_gif`). Every file is written atomically and read
-without unpickling code; ``resume=True`` continues a killed run and ends where an uninterrupted
-one would. Taught in notebook ``02_trajectory_matching``.
+survives being killed. :func:`distill` writes ``config.json``, ``metrics.jsonl`` (a line per
+iteration), ``checkpoint.pt`` (all that is needed to continue bit for bit), ``distilled.pt``
+(images, labels, the learned ``syn_lr``, the configuration) and ``snapshots/`` for the animation,
+each atomically; ``resume=True`` continues a killed run and ends where an uninterrupted one
+would. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -108,12 +104,11 @@ def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageDat
             source: BatchSource | None = None, init: tuple[Tensor, Tensor] | None = None,
             callback: Callable[[dict[str, Any]], None] | None = None,
             extra_config: dict | None = None) -> DistillResult:
-    """Run (or continue, with ``resume``) a distillation, writing the run folder ``out_dir``.
+    """Run (or continue, with ``resume``) a distillation in the run folder ``out_dir`` (None: no files).
 
-    Without ``resume`` an existing checkpoint is an error, so no run is overwritten by accident;
-    ``out_dir=None`` writes nothing. A non-finite loss or ``syn_lr <= 0`` raises
-    :class:`mttlib.distill.DistillationDiverged` and keeps the last (good) checkpoint.
-    ``callback(metrics)`` runs after every iteration; ``source``/``init``: see ``Distiller``.
+    Without ``resume`` an existing checkpoint is an error: no run is overwritten by accident. A
+    divergence raises :class:`mttlib.distill.DistillationDiverged` and keeps the last good
+    checkpoint. ``callback(metrics)`` runs after every iteration.
     """
     out = Path(out_dir) if out_dir is not None else None
     run = Distiller(config, experts, data, device=device, source=source, init=init)

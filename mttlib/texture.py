@@ -1,24 +1,21 @@
 """Tileable textures by dataset distillation (*Wearable ImageNet*, Cazenavette et al. 2022).
 
-Each synthetic sample is a *canvas* ``canvas_size`` times the image side. The student only sees
-random crops of image size taken with wrap-around (a *toroidal* crop: off the right edge it goes
-on at the left, off the bottom at the top), so every pixel learns to agree with its neighbours
-across the borders too and the canvas tiles without seams (``wrap=False`` is the control). The
-rest is :func:`mttlib.run.distill` fed by :class:`TextureBatchSource`, in pixel space only.
-"""
+Each synthetic sample is a *canvas* ``canvas_size`` image sides wide. The student sees only crops taken
+with wrap-around (*toroidal*: off the right edge back in at the left, off the bottom at the top), so the
+canvas learns to tile without seams (``wrap=False`` is the control). The loop is :func:`mttlib.run.distill`."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from mttlib.augment import DSA, DSAParams
@@ -30,8 +27,7 @@ from mttlib.run import DistillResult, distill
 
 __all__ = ["random_offsets", "toroidal_crop", "tile", "seam_ratio", "seam_score", "check_texture_data",
            "class_indices", "init_canvases", "TextureBatchSource", "TEXTURE_PRESET_CHANGES", "texture_config",
-           "texture_source", "distill_textures", "load_textures", "crop_transform", "class_subset", "export_pngs",
-           "StoredPixels"]
+           "distill_textures", "load_textures", "crop_transform", "class_subset", "export_pngs", "StoredPixels"]
 
 Size = int | tuple[int, int]
 _NO_ZCA = "texture mode cannot use ZCA (no inverse for a larger canvas); use zca=False and experts trained without ZCA"
@@ -52,16 +48,14 @@ def toroidal_crop(canvases: Tensor, offsets: Tensor, size: Size, index: Tensor |
     """Crops of ``size`` from ``canvases`` ``[N, C, H, W]`` with wrap-around: ``[M, C, h, w]``.
 
     ``out[m, :, i, j] = canvases[index[m], :, (row + i) % H, (col + j) % W]``, ``(row, col) = offsets[m]``,
-    ``index`` by default one crop per canvas. One gather: each crop pixel's gradient lands on the
-    pixel it was read from. Taught in notebook ``04_tileable_textures``.
-    """
+    ``index`` by default one crop per canvas. One gather: each crop pixel's gradient lands on the pixel it was
+    read from. Taught in notebook ``04_tileable_textures``."""
     (h, w), dev = _pair(size), canvases.device
     offsets = torch.as_tensor(offsets, device=dev).long()
     index = torch.arange(len(canvases), device=dev) if index is None else torch.as_tensor(index, device=dev).long()
     if canvases.dim() != 4 or index.dim() != 1 or offsets.shape != (len(index), 2) or h < 1 or w < 1:
-        raise ValueError(f"need canvases [N, C, H, W], offsets [M, 2] (row, col) and a positive size, M = N unless an "
-                         f"`index` [M] says which canvas each crop is from; got canvases {tuple(canvases.shape)}, "
-                         f"offsets {tuple(offsets.shape)}, index {tuple(index.shape)}, size {(h, w)}")
+        raise ValueError(f"need canvases [N, C, H, W], offsets [M, 2] (M = N or an `index` [M]), a size > 0; got "
+                         f"{tuple(canvases.shape)}, {tuple(offsets.shape)}, {tuple(index.shape)}, {(h, w)}")
     rows = (offsets[:, :1] + torch.arange(h, device=dev)) % canvases.shape[-2]  # [M, h]
     cols = (offsets[:, 1:] + torch.arange(w, device=dev)) % canvases.shape[-1]  # [M, w]
     # advanced indices separated by a slice: the indexed dims come first -> [M, h, w, C]
@@ -69,21 +63,16 @@ def toroidal_crop(canvases: Tensor, offsets: Tensor, size: Size, index: Tensor |
 
 
 def tile(canvas: Tensor, rows: int, cols: int) -> Tensor:
-    """``canvas`` [C, H, W] or [N, C, H, W] repeated rows x cols times. Taught in notebook ``04_tileable_textures``."""
-    if canvas.dim() not in (3, 4) or rows < 1 or cols < 1:
-        raise ValueError(f"tile expects [C, H, W] or [N, C, H, W] and rows, cols >= 1, got shape "
-                         f"{tuple(canvas.shape)} and {rows} x {cols}")
+    """``canvas`` [..., H, W] repeated rows x cols times. Taught in notebook ``04_tileable_textures``."""
     return canvas.repeat(*([1] * (canvas.dim() - 2)), rows, cols)
 
 
 def seam_ratio(canvas: Tensor) -> float | Tensor:
-    """How visible the wrap-around seams are: about 1 means seamless.
+    """Mean absolute change across the wrap-around borders over that between neighbours inside: 1 is seamless.
 
-    Mean absolute change across the borders (last row to first, last column to first) over that
-    between neighbours inside. A photo's edges do not match (well above 1); well *below* 1 is a
-    faint frame, such as the untrained border of crops without wrap-around. ``[C, H, W]`` gives a
-    float, ``[N, C, H, W]`` a tensor ``[N]``. Taught in notebook ``04_tileable_textures``.
-    """
+    A photo's edges do not match (well above 1); well *below* 1 is a faint frame, such as the untrained border
+    of crops without wrap-around. ``[C, H, W]`` gives a float, ``[N, C, H, W]`` a tensor ``[N]``. Taught in
+    notebook ``04_tileable_textures``."""
     if canvas.dim() not in (3, 4) or canvas.shape[-1] < 3 or canvas.shape[-2] < 3:
         raise ValueError(f"seam_ratio expects [C, H, W] or [N, C, H, W] with H, W >= 3, got {tuple(canvas.shape)}")
     x = canvas.detach().double().view(-1, *canvas.shape[-3:])
@@ -103,17 +92,14 @@ def seam_score(canvas: Tensor) -> float | Tensor:
 def check_texture_data(data: ImageData) -> None:
     """Raise a clear error if ``data`` cannot be used in texture mode (ZCA-whitened data)."""
     if getattr(data, "zca", None) is not None:
-        raise ValueError(f"Texture mode needs data in pixel space, but {data.name!r} was loaded with ZCA whitening, "
-                         "which is fitted on whole images: a larger canvas has no pixel-space inverse and would not "
-                         f"tile. Load the dataset without ZCA (load_dataset({data.name!r}, zca=False)) and use "
-                         "experts trained without ZCA (ExpertConfig(zca=False)).")
+        raise ValueError(f"Texture mode needs pixel-space data, but {data.name!r} is ZCA-whitened (a canvas would not "
+                         f"tile): use load_dataset({data.name!r}, zca=False) and experts trained with zca=False.")
 
 
 def class_indices(data: ImageData, classes: Sequence[int | str] | str | None) -> list[int]:
-    """Class indices from indices or names (or one string ``"airplane,ship"``), in the order given.
+    """Class indices from indices or names (or one string ``"airplane,ship"``) in the order given; ``None``: all.
 
-    ``None``: all. Unknown names, bad indices, repeats raise. Taught in notebook ``04_tileable_textures``.
-    """
+    Unknown names, bad indices, repeats raise. Taught in notebook ``04_tileable_textures``."""
     if classes is None:
         return list(range(data.num_classes))
     if isinstance(classes, str):
@@ -140,14 +126,12 @@ def init_canvases(data: ImageData, per_class: int, canvas_size: int = 2, init: s
     """Starting canvases ``[K * per_class, C, S, S]`` (``S = canvas_size * image_size``) and labels.
 
     Class by class (``classes``, default all), normalised. ``init="noise"``: normal pixels; ``"real"``: a
-    grid of different training images of the class. Taught in notebook ``04_tileable_textures``.
-    """
+    grid of different training images of the class. Taught in notebook ``04_tileable_textures``."""
     check_texture_data(data)
     if per_class < 1 or int(canvas_size) != canvas_size or canvas_size < 1:
-        raise ValueError(f"per_class and canvas_size (the canvas side in image sides) must be positive integers, "
-                         f"got {per_class} and {canvas_size}")
+        raise ValueError(f"per_class and canvas_size must be positive integers, got {per_class} and {canvas_size}")
     s, h, c, wanted = int(canvas_size), data.image_size, data.channels, class_indices(data, classes)
-    n, side = len(wanted) * per_class, int(canvas_size) * data.image_size
+    n, side = len(wanted) * per_class, s * h
     labels = torch.tensor(wanted, dtype=torch.long).repeat_interleave(per_class)
     if init == "noise":
         return torch.randn(n, c, side, side, generator=generator).to(device or "cpu"), labels.to(device or "cpu")
@@ -175,8 +159,7 @@ class TextureBatchSource:
 
     Per step: all canvases or a chunk of ``batch_canvases`` (from a permutation), ``canvas_samples`` crops
     from each; ``wrap=False`` keeps crops inside. :meth:`plans` draws the randomness, :meth:`batch` replays
-    a plan exactly (``BatchSource`` of :mod:`mttlib.matching`). Taught in notebook ``04_tileable_textures``.
-    """
+    a plan exactly (``BatchSource`` of :mod:`mttlib.matching`). Taught in notebook ``04_tileable_textures``."""
 
     num_canvases: int
     canvas_hw: Size
@@ -191,9 +174,8 @@ class TextureBatchSource:
         if min(self.num_canvases, self.canvas_samples, 1 if self.batch_canvases is None else self.batch_canvases) < 1:
             raise ValueError(f"num_canvases, canvas_samples and batch_canvases (None: all) must be at least 1, got "
                              f"{self.num_canvases}, {self.canvas_samples} and {self.batch_canvases}")
-        if not self.wrap and (self.image_size[0] > self.canvas_hw[0] or self.image_size[1] > self.canvas_hw[1]):
-            raise ValueError(f"crops of {self.image_size} do not fit inside canvases of {self.canvas_hw}; "
-                             "without wrap-around the canvas must be at least the crop size")
+        if not self.wrap and any(i > c for i, c in zip(self.image_size, self.canvas_hw)):
+            raise ValueError(f"crops of {self.image_size} do not fit inside canvases of {self.canvas_hw} without wrap")
         if self.batch_canvases is not None and self.batch_canvases >= self.num_canvases:
             self.batch_canvases = None
 
@@ -215,8 +197,8 @@ class TextureBatchSource:
     def batch(self, canvases: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """The step's batch ``(x, y)``: crops of the plan's canvases, then DSA; differentiable in ``canvases``."""
         if tuple(canvases.shape[-2:]) != self.canvas_hw or canvases.shape[0] != self.num_canvases:
-            raise ValueError(f"this source was made for {self.num_canvases} canvases of {self.canvas_hw}, "
-                             f"got shape {tuple(canvases.shape)}")
+            raise ValueError(f"this source was made for {self.num_canvases} canvases of {self.canvas_hw}, got "
+                             f"{tuple(canvases.shape)}")
         index = plan["index"].to(canvases.device).repeat_interleave(self.canvas_samples)
         x = toroidal_crop(canvases, plan["offsets"].reshape(-1, 2), self.image_size, index=index)
         return (self.dsa.apply(x, plan["dsa"]) if self.dsa is not None else x), labels[index]
@@ -225,32 +207,21 @@ class TextureBatchSource:
 # --- the texture-mode run ----------------------------------------------------------------------
 _RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")  # a resumed run must keep these
 
-# Texture mode's changes to the presets: canvases start as noise (real photos take long to lose
-# their borders), so the gradient on syn_lr is large at first and classroom's lr_lr 1e-6 turned it
-# negative; a large pixel step lets smoke's 8 iterations tell texture mode from its control.
+# Canvases start as noise (real photos take long to lose their borders), so syn_lr's gradient is large at first
+# and classroom's lr_lr 1e-6 turned it negative; a large pixel step lets smoke's 8 iterations tell the control apart.
 TEXTURE_PRESET_CHANGES: dict[str, dict[str, Any]] = {
     "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 100},
     "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8}, "paper": {}}
 
 
 def texture_config(dataset: str, ipc: int = 1, preset: str = "classroom", **overrides: Any) -> DistillConfig:
-    """The preset (``paper``, ``classroom``, ``smoke``) with :data:`TEXTURE_PRESET_CHANGES`, noise init, no ZCA.
-
-    ``overrides`` (``None`` ignored) win. Taught in notebook ``04_tileable_textures``.
-    """
+    """The preset (``paper``, ``classroom``, ``smoke``) with :data:`TEXTURE_PRESET_CHANGES`, noise init, no ZCA;
+    ``overrides`` (``None`` ignored) win. Taught in notebook ``04_tileable_textures``."""
     if overrides.get("zca"):
         raise ValueError(_NO_ZCA)
     changes = {**TEXTURE_PRESET_CHANGES.get(preset, {}), "init": "noise"}
     changes.update({k: v for k, v in overrides.items() if v is not None}, zca=False)
     return DistillConfig.from_preset(get_preset(dataset, ipc, preset), **changes)
-
-
-def texture_source(config: DistillConfig, data: ImageData, num_canvases: int, canvas_size: int = 2,
-                   canvas_samples: int = 1, wrap: bool = True) -> TextureBatchSource:
-    """A run's :class:`TextureBatchSource`: ``config.batch_syn`` canvases per step, DSA when ``config.dsa``."""
-    dsa = DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None
-    return TextureBatchSource(num_canvases, int(canvas_size) * data.image_size, data.image_size, canvas_samples,
-                              config.batch_syn, dsa, wrap)
 
 
 def distill_textures(data: ImageData, experts: Sequence[Any], out_dir: str | Path | None, *,
@@ -262,10 +233,9 @@ def distill_textures(data: ImageData, experts: Sequence[Any], out_dir: str | Pat
     """Distill ``ipc`` tileable canvases per class with :func:`mttlib.run.distill`.
 
     Only the batches differ from normal mode (:class:`TextureBatchSource`). ``config`` defaults to
-    :func:`texture_config` ``(data.name, ipc, preset)``; ``overrides`` (``iterations``, ``seed``, ...)
-    apply either way. ``init``: ``"noise"`` or ``"real"``; ``wrap=False``: the control. The settings
-    go to ``config.json`` (``"texture"``); ``resume`` refuses others. Taught in notebook ``04_tileable_textures``.
-    """
+    :func:`texture_config` ``(data.name, ipc, preset)``; ``overrides`` (``iterations``, ``seed``, ...) apply either
+    way. ``init``: ``"noise"`` or ``"real"``; ``wrap=False``: the control. The settings go to ``config.json``
+    (``"texture"``); ``resume`` refuses others. Taught in notebook ``04_tileable_textures``."""
     check_texture_data(data)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = (texture_config(data.name, ipc, preset, **overrides) if config is None
@@ -275,7 +245,8 @@ def distill_textures(data: ImageData, experts: Sequence[Any], out_dir: str | Pat
     wanted = class_indices(data, classes)
     canvases, labels = init_canvases(data, config.ipc, canvas_size, init, torch.Generator().manual_seed(config.seed),
                                      classes=wanted)
-    source = texture_source(config, data, len(canvases), canvas_size, canvas_samples, wrap)
+    source = TextureBatchSource(len(canvases), canvases.shape[-2:], data.image_size, canvas_samples, config.batch_syn,
+                                DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None, wrap)
     record = {"canvas_size": int(canvas_size), "canvas_samples": int(canvas_samples), "classes": wanted,
               "class_names": [data.classes[c] for c in wanted], "init": init, "wrap": bool(wrap),
               "canvas_side": int(canvases.shape[-1]), "image_size": int(data.image_size)}
@@ -296,8 +267,7 @@ def load_textures(path: str | Path, device: str | torch.device = "cpu") -> dict[
         raise FileNotFoundError(f"no texture set at {path}; distill one with `python -m mttlib texture distill`")
     obj = safe_load(path, map_location=device)
     if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
-        raise ValueError(f"{path} is not a texture set: expected a dict with 'images' (canvases), 'labels' and "
-                         "'config'; distilled sets are written by `python -m mttlib texture distill`")
+        raise ValueError(f"{path} is not a texture set (no 'images', 'labels'): see `python -m mttlib texture distill`")
     run_record = path.parent / "config.json"  # a run's record; a set on its own may describe its data in "config"
     record = json.loads(run_record.read_text()) if run_record.exists() else obj.get("config")
     record = record if isinstance(record, dict) else {}
@@ -308,8 +278,7 @@ def load_textures(path: str | Path, device: str | torch.device = "cpu") -> dict[
 # --- evaluation with crops ---------------------------------------------------------------------
 def crop_transform(image_size: Size) -> Callable[[Tensor, torch.Generator | None], Tensor]:
     """A training transform: one random toroidal crop per canvas (an image-size canvas comes back rolled)."""
-    size = _pair(image_size)
-    return lambda x, generator=None: toroidal_crop(x, random_offsets(len(x), tuple(x.shape[-2:]), generator), size)
+    return lambda x, generator=None: toroidal_crop(x, random_offsets(len(x), x.shape[-2:], generator), image_size)
 
 
 def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
@@ -323,14 +292,12 @@ def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
         y = lookup[getattr(data, f"{split}_labels").cpu().long()]
         splits[f"{split}_images"], splits[f"{split}_labels"] = getattr(data, f"{split}_images")[y >= 0], y[y >= 0]
     names = [data.classes[c] for c in wanted]
-    return dataclasses.replace(data, name=f"{data.name}[{','.join(names)}]", classes=names, zca=None, **splits)
+    return replace(data, name=f"{data.name}[{','.join(names)}]", classes=names, zca=None, **splits)
 
 
 # --- PNG export --------------------------------------------------------------------------------
 def _write_png(pixels: Tensor, path: Path, upscale: int) -> Path:
     """Save ``[C, H, W]`` in [0, 1] as a PNG (atomically), each pixel an ``upscale`` x ``upscale`` block."""
-    from PIL import Image
-
     x = pixels.detach().float().cpu().clamp(0, 1).repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
     arr = (x * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
     buffer = BytesIO()
@@ -343,11 +310,10 @@ def export_pngs(canvases: Tensor, labels: Tensor, classes: Sequence[str], data: 
     """Write the textures as PNGs (through ``data.deprocess``, upscaled) and return their paths.
 
     Per canvas ``<class>[_<k>]_tile.png`` and a ``repeats`` x ``repeats`` ``..._tiled.png``, last
-    ``sheet.png`` (a row per class, or rows of five). Taught in notebook ``04_tileable_textures``.
-    """
+    ``sheet.png`` (a row per class, or rows of five). Taught in notebook ``04_tileable_textures``."""
     if canvases.dim() != 4 or canvases.shape[0] != len(labels) or upscale < 1 or repeats < 1:
-        raise ValueError(f"need canvases [N, C, H, W], N labels and upscale, repeats >= 1, got shape "
-                         f"{tuple(canvases.shape)}, {len(labels)} labels, upscale {upscale}, repeats {repeats}")
+        raise ValueError(f"need canvases [N, C, H, W], N labels and upscale, repeats >= 1; got "
+                         f"{tuple(canvases.shape)}, {len(labels)}, {upscale}, {repeats}")
     out, pixels, labels = Path(out_dir), data.deprocess(canvases.detach()).cpu(), torch.as_tensor(labels).cpu()
     counts, paths = torch.bincount(labels, minlength=len(classes)), []
     rows: list[list[Tensor]] = [[] for _ in classes]
@@ -372,8 +338,7 @@ class StoredPixels:
     """Deprocessing from a set's stored mean and std, for exporting when its dataset is not at hand."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (mean, std))
 
     def deprocess(self, x: Tensor) -> Tensor:
         """Network input -> pixels in [0, 1] (CPU)."""

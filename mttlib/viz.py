@@ -1,8 +1,5 @@
-"""Figures for the notebooks: every function returns a ``matplotlib.figure.Figure`` (never ``plt.show``).
-
-A notebook displays each figure and keeps it with :func:`save_figure`; :func:`record_results` hands its
-final numbers to the tests and the demo report; :func:`distillation_gif` animates a distillation run.
-"""
+"""Figures for the notebooks, each a returned ``Figure`` (never ``plt.show``); :func:`save_figure` keeps one,
+:func:`record_results` hands a notebook's final numbers to the tests, :func:`distillation_gif` animates a run."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch, Rectangle
@@ -26,19 +24,17 @@ from mttlib.run import load_snapshots
 
 __all__ = ["RESULTS_MARKER", "save_figure", "record_results", "image_grid", "class_grid", "expert_accuracy_figure",
            "step_length_figure", "segment_length_figure", "trajectory_projection_figure", "distillation_curves_figure",
-           "distillation_gif", "memory_figure", "tiling_figure", "shirt_mask", "garment_figure",
-           "crop_windows_figure", "soft_labels_figure", "ablation_figure"]
+           "distillation_gif", "memory_figure", "tiling_figure", "shirt_mask", "garment_figure", "crop_windows_figure",
+           "soft_labels_figure", "ablation_figure"]
 
 RESULTS_MARKER = "mttlib_results"  # the metadata key the notebook tests look for
 
 
 def save_figure(fig: Figure, out_dir: str | Path, name: str, caption: str = "", dpi: int = 110) -> Path:
-    """Save ``fig`` atomically as ``out_dir/figures/<name>.png`` (every notebook keeps its figures so);
-    ``caption``, one line saying what it shows, goes to ``figures/captions.json`` for the demo report."""
-    path = Path(out_dir) / "figures" / f"{name}.png"
+    """Save ``fig`` atomically as ``out_dir/figures/<name>.png``; ``caption`` goes to ``figures/captions.json``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(buffer.getvalue(), path)
+    path = atomic_write_bytes(buffer.getvalue(), Path(out_dir) / "figures" / f"{name}.png")
     if caption:
         captions_file = path.parent / "captions.json"
         captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
@@ -50,7 +46,6 @@ def record_results(results: dict, out_dir: str | Path | None = None, name: str |
     """Print a notebook's final numbers and display them as JSON for the notebook tests (every notebook
     ends with it); with ``out_dir`` and ``name`` also write ``out_dir/results/<name>.json``."""
     from IPython.display import display
-
     clean = {k: (v.item() if isinstance(v, Tensor) else v) for k, v in results.items()}
     print("\n".join(f"{key:>32}: {value}" for key, value in clean.items()))
     display({"application/json": clean}, metadata={"application/json": {RESULTS_MARKER: True}}, raw=True)
@@ -60,11 +55,10 @@ def record_results(results: dict, out_dir: str | Path | None = None, name: str |
 
 
 def _finish(fig: Figure, title: str | None = None) -> Figure:
-    """Every figure's last step: optional title, tight layout, detach from pyplot's global state."""
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    plt.close(fig)
+    plt.close(fig)  # detached from pyplot, so a notebook shows the returned figure once
     return fig
 
 
@@ -74,11 +68,12 @@ def _hwc(images: Tensor) -> Tensor:
     return (images.unsqueeze(0) if images.dim() == 3 else images).permute(0, 2, 3, 1)
 
 
-def _show(ax: Axes, pic: Tensor) -> None:
-    """Draw one ``[H, W, C]`` picture without ticks (grey for one channel)."""
+def _show(ax: Axes, pic: Tensor, title: str = "", fontsize: int = 9) -> None:
+    """Draw one ``[H, W, C]`` picture (grey for one channel) without ticks, under ``title``."""
     ax.imshow(pic.squeeze(-1).numpy(), cmap="gray" if pic.shape[-1] == 1 else None, vmin=0, vmax=1,
               interpolation="nearest")
     ax.set(xticks=[], yticks=[])
+    ax.set_title(title, fontsize=fontsize)
 
 
 def _rgb(canvas: Tensor) -> Tensor:
@@ -90,7 +85,6 @@ def _rgb(canvas: Tensor) -> Tensor:
 
 
 def _axes(size: tuple[float, float], xlabel: str, ylabel: str, grid: str = "both") -> tuple[Figure, Axes]:
-    """A figure with one labelled, lightly gridded axes."""
     fig, ax = plt.subplots(figsize=size)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.grid(axis=grid, alpha=0.3)
@@ -107,8 +101,7 @@ def image_grid(images: Tensor, ncols: int | None = None, titles: Sequence[str] |
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(pics):
-            _show(ax, pics[i])
-            ax.set_title(titles[i] if titles is not None else "", fontsize=8)
+            _show(ax, pics[i], titles[i] if titles is not None else "", fontsize=8)
     return _finish(fig, suptitle)
 
 
@@ -132,9 +125,8 @@ def expert_accuracy_figure(trajectories: Sequence[Any], title: str | None = None
     """Test (solid, epoch 0 = initial parameters) and augmented train accuracy (dashed) per epoch of
     each expert trajectory. Taught in notebook ``01_expert_trajectories``."""
     fig, ax = _axes((6.0, 3.6), "epoch", "accuracy")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, traj in enumerate(trajectories):
-        meta, color = traj.meta, colors[i % len(colors)]
+        meta, color = traj.meta, f"C{i}"  # the default colour cycle
         epochs = list(range(1, len(meta["train_acc"]) + 1))
         ax.plot([0] + epochs, [meta.get("init_test_acc", float("nan"))] + list(meta["test_acc"]), color=color,
                 lw=1.4, label=f"expert {meta.get('index', i)} test")
@@ -145,8 +137,7 @@ def expert_accuracy_figure(trajectories: Sequence[Any], title: str | None = None
 
 
 def step_length_figure(steps: Sequence[Tensor], title: str | None = None) -> Figure:
-    """``||θ_{e+1} − θ_e||`` per epoch, one line per expert (``steps[k]`` is ``[E]``).
-    Taught in notebook ``01_expert_trajectories``."""
+    """``||θ_{e+1} − θ_e||`` per epoch, a line per expert ``[E]``. Taught in notebook ``01_expert_trajectories``."""
     fig, ax = _axes((5.6, 3.4), "epoch e + 1", r"$\|\theta_{e+1} - \theta_e\|$")
     for k, s in enumerate(steps):
         ax.plot(range(1, len(s) + 1), torch.as_tensor(s).double().cpu().numpy(), marker="o", ms=3, lw=1.2,
@@ -165,8 +156,7 @@ def segment_length_figure(spans: dict[int, Tensor], title: str | None = None) ->
         v = torch.atleast_2d(torch.as_tensor(values).double().cpu())
         line, = ax.plot(range(v.shape[1]), v.mean(0).numpy(), marker="o", ms=3, lw=1.4, label=f"M = {m}")
         if len(v) > 1:
-            ax.fill_between(range(v.shape[1]), v.min(0).values.numpy(), v.max(0).values.numpy(),
-                            color=line.get_color(), alpha=0.15)
+            ax.fill_between(range(v.shape[1]), v.amin(0).numpy(), v.amax(0).numpy(), color=line.get_color(), alpha=0.15)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return _finish(fig, title or "How long a segment t -> t + M is")
@@ -200,14 +190,12 @@ def distillation_curves_figure(metrics: Sequence[dict], smooth: int = 10, title:
     if len(loss) >= smooth > 1:
         ax_loss.plot(its[smooth - 1:], loss.unfold(0, smooth, 1).mean(1).numpy(), lw=1.6, label=f"mean of {smooth}")
     ax_loss.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax_loss.set_ylabel("matching loss")
-    ax_loss.set_title("normalised distance to the expert (1 = student did not move)", fontsize=9)
     ax_loss.legend(fontsize=7)
     ax_lr.plot(its, [m["syn_lr"] for m in metrics], lw=1.2, color="tab:green")
-    ax_lr.set_ylabel("syn_lr")
-    ax_lr.set_title("learned student step size", fontsize=9)
-    for ax in (ax_loss, ax_lr):
-        ax.set_xlabel("iteration")
+    for ax, ylabel, what in ((ax_loss, "matching loss", "normalised distance to the expert (1 = student did not move)"),
+                             (ax_lr, "syn_lr", "learned student step size")):
+        ax.set(xlabel="iteration", ylabel=ylabel)
+        ax.set_title(what, fontsize=9)
         ax.grid(alpha=0.3)
     return _finish(fig, title)
 
@@ -215,15 +203,11 @@ def distillation_curves_figure(metrics: Sequence[dict], smooth: int = 10, title:
 def distillation_gif(run_dir_or_snapshots: str | Path | Sequence[tuple[int, Tensor]], data: ImageData | None,
                      path: str | Path, ncols: int = 10, max_images: int = 100, scale: int = 3,
                      duration_ms: int = 150) -> Path:
-    """Animate a distillation: one frame per snapshot of a run folder, written atomically as a GIF.
-
-    Also takes a list of ``(iteration, images)``. ``data`` undoes normalisation and ZCA (``None``:
-    images already in [0, 1]). The first ``max_images`` images, ``ncols`` per row, ``scale`` times
-    larger; the last frame stays 1.5 s. Taught in notebook ``02_trajectory_matching``.
-    """
+    """A GIF (written atomically) of a run folder's snapshots or ``(iteration, images)`` pairs: the first ``max_images``
+    images, ``ncols`` per row, ``scale`` times larger, the last frame for 1.5 s; ``data`` undoes normalisation and
+    ZCA (``None``: images in [0, 1]). Taught in notebook ``02_trajectory_matching``."""
     from PIL import Image, ImageDraw
     from torchvision.utils import make_grid
-
     snapshots = run_dir_or_snapshots
     snapshots = load_snapshots(snapshots) if isinstance(snapshots, (str, Path)) else snapshots
     if not snapshots:
@@ -233,11 +217,9 @@ def distillation_gif(run_dir_or_snapshots: str | Path | Sequence[tuple[int, Tens
         images = images[:max_images].float()
         shown = data.deprocess(images) if data is not None else images.clamp(0, 1)
         sheet = make_grid(shown.cpu(), nrow=ncols, padding=1, pad_value=1.0)
-        pixels = (sheet.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-        img = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST)
-        frame = Image.new("RGB", (img.width, img.height + 14), (255, 255, 255))
-        frame.paste(img, (0, 14))
-        ImageDraw.Draw(frame).text((2, 1), f"iteration {iteration}", fill=(0, 0, 0))
+        sheet = F.pad(sheet.repeat_interleave(scale, 1).repeat_interleave(scale, 2), (0, 0, 14, 0), value=1.0)
+        frame = Image.fromarray((sheet.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+        ImageDraw.Draw(frame).text((2, 1), f"iteration {iteration}", fill=(0, 0, 0))  # on the white top strip
         frames.append(frame)
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], loop=0,
@@ -256,8 +238,7 @@ def memory_figure(estimates: dict[str, dict[str, float]], gpu_sizes_gib: dict[st
     for k, strategy in enumerate(strategies):
         xs = [i + (k - (len(strategies) - 1) / 2) * width for i in range(len(settings))]
         values = [estimates[s].get(strategy, float("nan")) for s in settings]
-        ax.bar_label(ax.bar(xs, values, width, label=strategy), labels=[f"{v:.1f}" for v in values], fontsize=8,
-                     padding=2)
+        ax.bar_label(ax.bar(xs, values, width, label=strategy), fmt="{:.1f}", fontsize=8, padding=2)
     for name, size in (gpu_sizes_gib or {}).items():
         ax.axhline(size, color="grey", lw=0.8, ls="--")
         ax.text(len(settings) - 0.5, size, f" {name}", va="bottom", ha="right", fontsize=7, color="grey")
@@ -271,24 +252,21 @@ def tiling_figure(canvas_rgb: Tensor, rows: int = 3, cols: int = 3, zoom: float 
     """One canvas ``[C, H, W]`` in [0, 1] beside its ``rows`` x ``cols`` tiling; with ``grid`` dashed
     lines mark where the copies meet. Taught in notebook ``04_tileable_textures``."""
     pic = _rgb(canvas_rgb)
-    h, w = pic.shape[:2]
     ratio, side = max(1.0, cols / rows), 2.2 * zoom
     fig, (ax_one, ax_all) = plt.subplots(1, 2, figsize=(side * (1 + ratio) + 0.4, side * 1.15),
                                          gridspec_kw={"width_ratios": [1, ratio]})
-    _show(ax_one, pic)
-    ax_one.set_title("one canvas", fontsize=9)
-    _show(ax_all, pic.repeat(rows, cols, 1))
-    ax_all.set_title(f"tiled {rows} x {cols}", fontsize=9)
+    _show(ax_one, pic, "one canvas")
+    _show(ax_all, pic.repeat(rows, cols, 1), f"tiled {rows} x {cols}")
     for r in range(1, rows if grid else 1):
-        ax_all.axhline(r * h - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
+        ax_all.axhline(r * pic.shape[0] - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
     for c in range(1, cols if grid else 1):
-        ax_all.axvline(c * w - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
+        ax_all.axvline(c * pic.shape[1] - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
     return _finish(fig, title)
 
 
 def _shirt_path() -> MplPath:
-    """A T-shirt silhouette as a closed ``matplotlib.path.Path`` in the unit square (y up)."""
-    # the right half from the neckline's lowest point round to the hem's middle, then mirrored
+    """A T-shirt outline in the unit square (y up): the right half from the neckline's lowest point round
+    to the hem's middle, then mirrored."""
     neck = [(0.5 + 0.12 * math.sin(t), 0.93 - 0.08 * math.cos(t)) for t in [i * math.pi / 16 for i in range(9)]]
     right = neck + [(0.78, 0.90), (0.99, 0.72), (0.88, 0.58), (0.76, 0.66), (0.76, 0.02), (0.5, 0.02)]
     left = [(1.0 - x, y) for x, y in reversed(right[:-1])]
@@ -313,10 +291,9 @@ def garment_figure(canvas_rgb: Tensor, tiles: int = 4, zoom: float = 1.0, outlin
     cloth = _rgb(canvas_rgb).repeat(tiles, tiles, 1)
     fine = max(1, math.ceil(256 / cloth.shape[0]))  # nearest upscale, so the cut edge is smooth
     cloth = cloth.repeat_interleave(fine, 0).repeat_interleave(fine, 1)
-    mask = shirt_mask(cloth.shape[0], cloth.shape[1])
+    alpha = shirt_mask(cloth.shape[0], cloth.shape[1]).unsqueeze(-1).to(cloth.dtype)
     fig, ax = plt.subplots(figsize=(3.2 * zoom, 3.2 * zoom))
-    ax.imshow(torch.cat([cloth, mask.unsqueeze(-1).to(cloth.dtype)], -1).numpy(), extent=(0, 1, 0, 1),
-              interpolation="nearest")
+    ax.imshow(torch.cat([cloth, alpha], -1).numpy(), extent=(0, 1, 0, 1), interpolation="nearest")
     if outline:
         ax.add_patch(PathPatch(_shirt_path(), facecolor="none", edgecolor="0.25", lw=1.2))
     ax.axis("off")
@@ -325,26 +302,23 @@ def garment_figure(canvas_rgb: Tensor, tiles: int = 4, zoom: float = 1.0, outlin
 
 def crop_windows_figure(canvas_rgb: Tensor, offsets: Sequence[Sequence[int]], size: int,
                         title: str | None = None) -> Figure:
-    """Toroidal crops: the canvas ``[C, H, W]`` tiled 2 x 2 with each crop's window (top-left
-    ``offsets`` ``(row, col)``, side ``size``), then the crops; a crop that wraps round the border is
-    one unbroken square on the tiling. Taught in notebook ``04_tileable_textures``."""
+    """The canvas ``[C, H, W]`` tiled 2 x 2 with each toroidal crop's window (top-left ``offsets`` ``(row, col)``,
+    side ``size``), then the crops: one that wraps is an unbroken square on the tiling. Taught in notebook
+    ``04_tileable_textures``."""
     pic = _rgb(canvas_rgb)
     h, w = pic.shape[:2]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig = plt.figure(figsize=(3.0 + 1.3 * len(offsets), 3.1))
     grid = fig.add_gridspec(1, len(offsets) + 2, width_ratios=[2.4, 0.15] + [1.0] * len(offsets))
     ax = fig.add_subplot(grid[0, 0])
-    _show(ax, pic.repeat(2, 2, 1))
+    _show(ax, pic.repeat(2, 2, 1), "canvas, tiled 2 x 2")
     ax.axhline(h - 0.5, color="white", lw=0.8, ls="--")
     ax.axvline(w - 0.5, color="white", lw=0.8, ls="--")
-    ax.set_title("canvas, tiled 2 x 2", fontsize=9)
     for k, (r, c) in enumerate(offsets):
-        colour = colours[k % len(colours)]
-        ax.add_patch(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, lw=1.8, color=colour))
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, lw=1.8, color=f"C{k}"))
         sub = fig.add_subplot(grid[0, k + 2])
-        _show(sub, torch.roll(pic, shifts=(-int(r), -int(c)), dims=(0, 1))[:size, :size])
-        plt.setp(list(sub.spines.values()), color=colour, linewidth=2.5)
-        sub.set_title(f"({r}, {c})" + ("\nwraps" if r + size > h or c + size > w else ""), fontsize=8)
+        crop = torch.roll(pic, shifts=(-int(r), -int(c)), dims=(0, 1))[:size, :size]
+        _show(sub, crop, f"({r}, {c})" + ("\nwraps" if r + size > h or c + size > w else ""), fontsize=8)
+        plt.setp(list(sub.spines.values()), color=f"C{k}", linewidth=2.5)
     return _finish(fig, title)
 
 
@@ -367,14 +341,14 @@ def ablation_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
     """Test accuracy ``mean`` ± ``std`` per row (``variant``, ``images`` raw/ema, ``labels`` hard/soft);
     soft-label bars are hatched: they include knowledge distillation. Taught in notebook ``05_beyond_mtt``."""
     fig, ax = _axes((max(4.5, 0.7 * len(rows) + 2), 3.4), "", "test accuracy", grid="y")
-    for i, r in enumerate(rows):
-        soft = r["labels"] == "soft"
-        ax.bar(i, r["mean"], yerr=r["std"], color="tab:orange" if soft else "tab:blue", hatch="//" if soft else None,
+    soft = [r["labels"] == "soft" for r in rows]
+    for i, (r, s) in enumerate(zip(rows, soft)):
+        ax.bar(i, r["mean"], yerr=r["std"], color="tab:orange" if s else "tab:blue", hatch="//" if s else None,
                capsize=3)
-    names = [r["variant"] + (" (ema)" if r.get("images") == "ema" else "") + (" soft" if r["labels"] == "soft" else "")
-             for r in rows]
+    names = [r["variant"] + (" (ema)" if r.get("images") == "ema" else "") + (" soft" if s else "")
+             for r, s in zip(rows, soft)]
     ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
-    if any(r["labels"] == "soft" for r in rows):
+    if any(soft):
         ax.text(0.99, 0.98, "hatched: soft labels (knowledge distillation)", transform=ax.transAxes, ha="right",
                 va="top", fontsize=7)
     return _finish(fig, title)

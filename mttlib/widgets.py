@@ -1,9 +1,5 @@
-"""Classroom widgets: interactive controls that redraw the kit's static figures.
-
-Every widget calls the same :mod:`mttlib.viz` function a notebook first draws statically, so a
-figure never depends on the widget (an exception inside a widget callback does not fail a
-papermill run). ipywidgets is imported only when a widget is built.
-"""
+"""Classroom widgets that redraw the same :mod:`mttlib.viz` figures a notebook first draws statically (an
+exception inside a widget callback does not fail a papermill run); ipywidgets is imported only when needed."""
 
 from __future__ import annotations
 
@@ -20,16 +16,12 @@ __all__ = ["tiling_widget"]
 
 def tiling_widget(canvases: Tensor, classes: Sequence[str], data: ImageData,
                   labels: Tensor | None = None) -> Any:
-    """An ipywidgets control to browse textures tiled and worn: class, tiles and zoom.
-
-    Redraws :func:`mttlib.viz.tiling_figure` and :func:`mttlib.viz.garment_figure` for the chosen
-    class's first canvas. Without ``labels`` the canvases are taken to be in class order, the same
-    number per class (as :func:`mttlib.texture.init_canvases` makes them). Taught in notebook
-    ``04_tileable_textures``.
-    """
+    """Browse textures tiled and worn: class, tiles and zoom redraw :func:`mttlib.viz.tiling_figure` and
+    :func:`mttlib.viz.garment_figure` for the class's first canvas. Without ``labels`` the canvases are in class
+    order, as many per class (as :func:`mttlib.texture.init_canvases` makes them). Taught in notebook
+    ``04_tileable_textures``."""
     import ipywidgets as widgets  # optional: only the notebooks need it
     from IPython.display import display
-
     pixels = data.deprocess(canvases.detach()).cpu()
     if labels is None:
         if len(pixels) % len(classes):

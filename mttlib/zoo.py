@@ -1,13 +1,8 @@
-"""The other evaluation networks of the distillation literature, and the layer choices they share.
+"""The cross-architecture evaluation networks, sized for small images, and the layer choices they share.
 
-A distilled set is judged by how well networks it was not distilled with learn from it
-(cross-architecture evaluation). This module holds those networks, sized for small images:
-AlexNet, VGG11, ResNet18 (three variants), LeNet and an MLP. Build them by name with
-:func:`mttlib.models.make_model`; the paper's ConvNet lives in :mod:`mttlib.models`.
-
-The norm, activation and pooling choices below are shared with the ConvNet. Module names and
-their order fix the order of the parameters in a flat vector (expert trajectories store such
-vectors), so they must not change.
+AlexNet, VGG11, ResNet18 (three variants), LeNet and an MLP; build them by name with
+:func:`mttlib.models.make_model`. Module names and their order fix the parameter order of a flat
+vector (expert trajectories store such vectors), so they must not change.
 """
 
 from __future__ import annotations
@@ -24,32 +19,19 @@ POOLINGS = ("avgpooling", "maxpooling", "none")
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
-    """A normalisation layer over ``channels`` feature maps (``Identity`` for 'none').
-
-    Instance norm is ``GroupNorm(C, C)``: one group per channel, with a learnable affine.
-    """
-    if norm == "instancenorm":
-        return nn.GroupNorm(channels, channels, affine=True)
-    if norm == "batchnorm":
-        return nn.BatchNorm2d(channels)
-    if norm == "layernorm":
-        return nn.GroupNorm(1, channels, affine=True)
-    if norm == "groupnorm":
-        if channels % 4:
-            raise ValueError(f"norm='groupnorm' uses 4 groups, so the number of channels must be a multiple "
-                             f"of 4; got {channels}. Choose a width divisible by 4.")
-        return nn.GroupNorm(4, channels, affine=True)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    """The norm (one of :data:`NORMS`) over ``channels`` maps; instance norm is ``GroupNorm(C, C)``."""
+    if norm == "groupnorm" and channels % 4:
+        raise ValueError(f"norm='groupnorm' uses 4 groups, so the number of channels must be a multiple "
+                         f"of 4; got {channels}. Choose a width divisible by 4.")
+    groups = {"instancenorm": channels, "layernorm": 1, "groupnorm": 4}
+    if norm in groups:
+        return nn.GroupNorm(groups[norm], channels, affine=True)
+    return {"batchnorm": nn.BatchNorm2d, "none": nn.Identity}[norm](channels)
 
 
 def activation_layer(name: str) -> nn.Module:
-    """The activation called ``name`` (one of :data:`ACTIVATIONS`)."""
-    layers = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.01)}
-    if name not in layers:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return layers[name]()
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`; leaky ReLU has slope 0.01)."""
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}[name]()
 
 
 def conv_size(size: int, kernel: int, padding: int, stride: int = 1) -> int:
@@ -74,11 +56,8 @@ class _Classifier(nn.Module):
 
 
 class AlexNet(_Classifier):
-    """The small AlexNet of the dataset-condensation code: five convolutions, three max-pools.
-
-    Channels ``w, 1.5w, 2w, 1.5w, 1.5w`` (``w = width``); ``norm`` after every convolution.
-    28 px images get padding 4 in the first convolution, so they continue as 32 px.
-    """
+    """The small AlexNet of the dataset-condensation code: five convolutions with ``norm`` and ReLU (channels
+    ``w, 1.5w, 2w, 1.5w, 1.5w``, ``w = width``), three max-pools; 28 px images continue as 32 px."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 128,
                  norm: str = "none") -> None:
@@ -101,11 +80,8 @@ class AlexNet(_Classifier):
 
 
 class VGG11(_Classifier):
-    """VGG11 for small images: eight 3x3 convolutions with norm and ReLU, five max-pools, one
-    linear layer. Channels ``w, 2w, 4w, 4w, 8w, 8w, 8w, 8w`` with ``w = width``.
-
-    28 px images get padding 3 in the first convolution, so they continue as 32 px.
-    """
+    """VGG11 for small images: eight 3x3 convolutions with norm and ReLU, five max-pools, one linear
+    layer. Channels ``w, 2w, 4w, 4w, 8w, 8w, 8w, 8w`` (``w = width``); 28 px images continue as 32 px."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 64,
                  norm: str = "instancenorm") -> None:
@@ -114,44 +90,36 @@ class VGG11(_Classifier):
         size = conv_size(image_size, 3, first_padding) // 2**5
         if size < 1:
             raise size_error("vgg11", image_size, "its five 2x2 max-pools need at least 32 px")
-        w = width
+        w, cin = width, channels
         layers: list[nn.Module] = []
-        in_channels = channels
-        for item in [w, "M", 2 * w, "M", 4 * w, 4 * w, "M", 8 * w, 8 * w, "M", 8 * w, 8 * w, "M"]:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-                continue
-            padding = first_padding if not layers else 1
-            layers += [nn.Conv2d(in_channels, int(item), 3, padding=padding), norm_layer(norm, int(item)), nn.ReLU()]
-            in_channels = int(item)
+        for stage in ((w,), (2 * w,), (4 * w, 4 * w), (8 * w, 8 * w), (8 * w, 8 * w)):
+            for cout in stage:
+                layers += [nn.Conv2d(cin, cout, 3, padding=1 if layers else first_padding), norm_layer(norm, cout),
+                           nn.ReLU()]
+                cin = cout
+            layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(8 * w * size * size, num_classes)
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with norm, plus a residual connection.
-
-    With ``avg_pool_downsample`` a stride-2 block keeps its convolutions at stride 1 and halves
-    the map with 2x2 average pooling instead (the ``_AP`` variant of the reference code).
-    """
+    """Two 3x3 convolutions with norm, plus a residual connection; with ``avg_pool_downsample`` (the reference
+    code's ``_AP``) a stride-2 block convolves at stride 1 and halves the map by 2x2 average pooling."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, norm: str, avg_pool_downsample: bool = False) -> None:
         super().__init__()
+        conv_stride = 1 if avg_pool_downsample else stride
         halve = avg_pool_downsample and stride != 1
         self.pool = nn.AvgPool2d(2, 2) if halve else nn.Identity()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=1 if avg_pool_downsample else stride, padding=1,
-                               bias=False)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=conv_stride, padding=1, bias=False)
         self.bn1 = norm_layer(norm, planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = norm_layer(norm, planes)
         self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            if avg_pool_downsample:
-                self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=1, bias=False),
-                                              nn.AvgPool2d(2, 2) if halve else nn.Identity(), norm_layer(norm, planes))
-            else:
-                self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                                              norm_layer(norm, planes))
+        if stride != 1 or in_planes != planes:  # the _AP shortcut pools between its conv and norm
+            pool = [nn.AvgPool2d(2, 2) if halve else nn.Identity()] if avg_pool_downsample else []
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=conv_stride, bias=False), *pool,
+                                          norm_layer(norm, planes))
 
     def forward(self, x: Tensor) -> Tensor:
         """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
@@ -160,12 +128,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet18 for small images: a 3x3 stride-1 stem, four stages of two basic blocks with
-    ``w, 2w, 4w, 8w`` channels (``w = width``), then a linear classifier.
-
-    The default pools the last map to 1x1. With ``avg_pool_downsample`` (``resnet18_bn_ap``)
-    stages halve the map by average pooling, and the classifier reads the whole flattened map.
-    """
+    """ResNet18 for small images: a 3x3 stride-1 stem, four stages of two basic blocks with ``w, 2w, 4w, 8w``
+    channels (``w = width``), the last map pooled to 1x1, a linear classifier. With ``avg_pool_downsample``
+    (``resnet18_bn_ap``) stages halve the map by average pooling and the classifier reads the whole map."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 64,
                  norm: str = "instancenorm", avg_pool_downsample: bool = False) -> None:
@@ -175,13 +140,10 @@ class ResNet18(nn.Module):
             raise size_error("resnet18_bn_ap", image_size, "its three 2x2 average-pooling stages need at least 8 px")
         self.conv1 = nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = norm_layer(norm, width)
-        stages = []
-        in_planes = width
-        for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
-            stages.append(nn.Sequential(BasicBlock(in_planes, planes, 1 if i == 0 else 2, norm, avg_pool_downsample),
-                                        BasicBlock(planes, planes, 1, norm, avg_pool_downsample)))
-            in_planes = planes
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        planes = (width, width, 2 * width, 4 * width, 8 * width)  # the stem's, then each stage's
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            nn.Sequential(BasicBlock(planes[i], planes[i + 1], 1 if i == 0 else 2, norm, avg_pool_downsample),
+                          BasicBlock(planes[i + 1], planes[i + 1], 1, norm, avg_pool_downsample)) for i in range(4))
         self.head = nn.Identity() if avg_pool_downsample else nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(8 * width * size * size, num_classes)
 
