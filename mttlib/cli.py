@@ -87,7 +87,8 @@ def _experts(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else experts.expert_dir(args.runs, config)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = [k for k in range(args.num_experts) if k % world == rank and not experts.expert_path(out_dir, k).exists()]
-    print(f"{f'rank {rank} of {world}: ' if world > 1 else ''}experts to train: {mine or 'none'}; folder {out_dir}",
+    who = f"rank {rank} of {world}: " if world > 1 else ""
+    print(f"{who}training experts {mine} into {out_dir}" if mine else f"{who}no experts to train in {out_dir}",
           file=sys.stderr, flush=True)
     start = time.perf_counter()
     paths = experts.train_experts(data, config, args.num_experts, out_dir, device=args.device,
