@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mttlib.data import DIGIT_STRATEGY, DSA_STRATEGY, dsa_strategy_for
+from mttlib.data import DIGIT_STRATEGY, DSA_STRATEGY
 
 __all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA"]
 
@@ -53,15 +53,6 @@ class DSAParams:
         """A copy with every tensor on ``device``."""
         return replace(self, **{k: v.to(device) for k, v in self.tensors().items()})
 
-    def to_dict(self) -> dict:
-        """Plain dict (a string and tensors) that ``mttlib.io.atomic_save`` can store."""
-        return {"op": self.op, **self.tensors()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DSAParams:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
-
 
 class DSA:
     """Differentiable siamese augmentation with one operation group per call (mode 'S').
@@ -91,11 +82,6 @@ class DSA:
         return dict(scale=self.scale, rotate=self.rotate, crop=self.crop, cutout=self.cutout,
                     brightness=self.brightness, saturation=self.saturation, contrast=self.contrast,
                     flip_prob=self.flip_prob)
-
-    @classmethod
-    def for_dataset(cls, digits: bool, **strengths: float) -> DSA:
-        """The DSA the kit uses for a dataset: no flip for digits (MNIST, SVHN)."""
-        return cls(dsa_strategy_for(digits), **strengths)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config.items())

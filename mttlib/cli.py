@@ -1,9 +1,6 @@
-"""The kit's command line: ``python -m mttlib <command> [options]``, every command in one place.
-
-The flags of the configuration dataclasses are generated from their fields (a new field of
-:class:`mttlib.distill.DistillConfig` is a new ``--flag``), and one error handler turns every
-mistake a user can make (missing data, a corrupt or hostile file, an invalid value, a trajectory
-of another model) into one line ``error: ...`` and exit status 2; ``--debug`` shows the traceback.
+"""The kit's command line, ``python -m mttlib <command>``: every command in one place. Flags of the
+configuration dataclasses come from their fields (a new field is a new ``--flag``); one handler turns
+every user mistake into one line ``error: ...`` and exit status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -73,8 +70,8 @@ def config_values(args: argparse.Namespace, cls: type, skip: tuple[str, ...] = (
 
 
 def _data(args: argparse.Namespace) -> int:
-    print("\n".join(dataset_names()) if args.list else
-          json.dumps(load_dataset(args.name, args.data_root, zca=args.zca, download=args.download).describe(), indent=2))
+    data = None if args.list else load_dataset(args.name, args.data_root, zca=args.zca, download=args.download)
+    print("\n".join(dataset_names()) if args.list else json.dumps(data.describe(), indent=2))
     return 0
 
 
@@ -94,13 +91,13 @@ def _experts(args: argparse.Namespace) -> int:
     paths = experts.train_experts(data, config, args.num_experts, out_dir, device=args.device,
                                   progress=not args.no_progress)
     if rank == 0:
-        metas = [trajectory.read_meta(p) for p in paths]
+        metas = [trajectory.load_trajectory(p).meta for p in paths]
         print(f"{'expert':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
         for m in metas:
             print(f"{m['index']:>8} {m['train_acc'][-1]:>10.4f} {m['test_acc'][-1]:>9.4f} {m['wall_time_s']:>8.1f}")
         final = torch.tensor([m["test_acc"][-1] for m in metas], dtype=torch.float64)
-        print(f"{len(metas)} experts of {metas[0]['epochs']} epochs in {out_dir}; final test accuracy {final.mean():.4f}"
-              f" +- {final.std(correction=0):.4f}\ndone in {time.perf_counter() - start:.1f} s")
+        print(f"{len(metas)} experts of {metas[0]['epochs']} epochs in {out_dir}; final test accuracy "
+              f"{final.mean():.4f} +- {final.std(correction=0):.4f}\ndone in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -256,15 +253,13 @@ def _texture_export(args: argparse.Namespace) -> int:
     if args.dataset is None and all(k in meta for k in ("mean", "std", "classes")):
         pixels, classes = texture.StoredPixels(meta["mean"], meta["std"]), list(meta["classes"])
     else:
-        name = args.dataset or config.get("dataset")
-        if not name:
-            raise ValueError(f"{args.set} does not say which dataset it comes from; pass --dataset NAME")
-        pixels = load_dataset(name, args.data_root, zca=False)
+        _need(args.dataset or config.get("dataset"), f"{args.set} does not say which dataset it comes from; pass "
+              "--dataset NAME")
+        pixels = load_dataset(args.dataset or config["dataset"], args.data_root, zca=False)
         classes = list(pixels.classes)
     where = Path(args.set)
     out = Path(args.out) if args.out else (where / "png" if where.is_dir() else where.with_name(where.stem + "_png"))
-    paths = texture.export_pngs(tex["images"], tex["labels"], classes, pixels, out, upscale=args.upscale,
-                                repeats=args.repeats)
+    paths = texture.export_pngs(tex["images"], tex["labels"], classes, pixels, out, args.upscale, args.repeats)
     print(f"wrote {len(paths)} PNGs to {out}")
     return 0
 

@@ -1,10 +1,5 @@
-"""``python -m mttlib demo``: run every notebook in order, as a teacher would on day one.
-
-Each ``notebooks/NN_*.ipynb`` is executed with papermill (kernel ``python3``) at classroom
-size on the embedded dataset; executed notebooks and figures go to the outputs folder
-(``outputs/`` by default, git-ignored). Experts are shared between notebooks through one runs
-folder, so later notebooks reuse what earlier ones trained. A failed notebook stops the demo
-and names the cell and the error.
+"""``python -m mttlib demo``: every notebook in order at classroom size with papermill, as a
+teacher would on day one, sharing one runs folder; a failed notebook stops the demo naming the cell.
 """
 
 from __future__ import annotations
@@ -82,7 +77,7 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     rows = _accuracy_rows(out / "results")
     if rows:
         parts.append("<h2>Test accuracy: distilled vs random real vs full data</h2><table>"
-                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy (%)</th><th>networks</th></tr>")
+                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy %</th><th>networks</th></tr>")
         for r in rows:
             acc = f"{100 * r['mean']:.1f} ± {100 * r.get('std', 0):.1f}"
             parts.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{html.escape(str(r['method']))}</td>"
@@ -104,5 +99,5 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     notebooks = sorted((out / "notebooks").glob("*.ipynb"))
     if notebooks:
         parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
-            f"<li><a href='notebooks/{html.escape(n.name)}'>{html.escape(n.name)}</a></li>" for n in notebooks) + "</ul>")
+            f"<li><a href='notebooks/{html.escape(n.name)}'>{n.name}</a></li>" for n in notebooks) + "</ul>")
     return atomic_write_text("\n".join(parts) + "\n", out / "index.html")

@@ -1,14 +1,9 @@
-"""The distillation loop of MTT: its configuration, the starting images, the expert sampler and
-one iteration at a time.
-
-Each iteration draws an expert and a start epoch (:class:`ExpertSampler`), takes the matching
-loss's meta-gradient (:func:`mttlib.matching.meta_gradient`) and updates the pixels and the
-learnable step size ``syn_lr`` by SGD with momentum 0.5. ``strategy="auto"`` takes ``unroll``
-when its estimated memory fits in a quarter of the device's memory, else ``recompute``
-(:mod:`mttlib.memory`); both give the same gradients. :class:`Distiller` holds the state and
-writes no files; :func:`mttlib.run.distill` runs it in a folder that survives being killed.
-Follow-ups beyond the paper are options of :class:`DistillConfig`, all off by default
-(:mod:`mttlib.followups`). Taught in notebook ``02_trajectory_matching``.
+"""The distillation loop of MTT: configuration, starting images, the expert sampler, one iteration
+at a time. Each iteration draws an expert and a start epoch (:class:`ExpertSampler`), takes the
+meta-gradient (:func:`mttlib.matching.meta_gradient`; ``strategy="auto"`` picks by memory,
+:mod:`mttlib.memory`) and updates the pixels and the step size ``syn_lr`` by SGD with momentum
+0.5. :class:`Distiller` writes no files (:func:`mttlib.run.distill` does); the follow-ups are
+options, all off by default (:mod:`mttlib.followups`). Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -45,12 +40,9 @@ CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
 class DistillConfig:
     """Everything that defines a distillation run (:mod:`mttlib.presets` has the paper's values).
 
-    ``syn_steps`` N student steps per iteration on ``batch_syn`` images (None: all) cover
-    ``expert_epochs`` M epochs of an expert; start epochs come from ``[0, max_start_epoch)``;
-    ``lr_img``, ``lr_lr`` are the learning rates of the pixels and of ``syn_lr`` (which starts at
-    ``lr_teacher``); ``init`` is ``real``, ``noise`` or ``real-correct``; ``dsa_strategy`` None
-    takes the dataset's. ``checkpoint_every``/``snapshot_every`` count iterations (the last one
-    always writes both). The fields after ``preset`` are the follow-ups (:mod:`mttlib.followups`).
+    N ``syn_steps`` on ``batch_syn`` images (None: all) cover M ``expert_epochs``; start epochs
+    come from ``[0, max_start_epoch)``; ``lr_img``/``lr_lr`` train the pixels and ``syn_lr`` (which
+    starts at ``lr_teacher``). The fields after ``preset`` are the follow-ups.
     """
 
     dataset: str
@@ -215,7 +207,6 @@ def run_seeds(seed: int) -> dict[str, int]:
 @dataclass
 class Draw:
     """The randomness of one iteration: which expert, which start epoch, the student's plans."""
-
     expert: int
     start_epoch: int
     plans: list[dict[str, Any]]

@@ -1,16 +1,11 @@
-"""Evaluate a (small) training set: train fresh networks on it alone, report their test accuracy.
+"""Evaluate a small training set: train fresh networks on it alone and report their test accuracy.
 
-Every number of the MTT paper is made this way. The :class:`Recipe` is the paper's evaluation
-code: SGD with momentum 0.9, weight decay 5e-4, batches of 256; the learning rate (a distilled
-set's learned ``syn_lr``, 0.01 for real images) drops ×0.1 at half-time with a fresh optimiser;
-DSA on every training batch, none at test time; 1000 epochs in the paper. Network ``k`` has seed
-:func:`run_seed` ``(seed, k)``; the loop is :func:`mttlib.train.train`, the experts' own.
-Baselines use the identical recipe (:func:`evaluate_random_real`, :func:`evaluate_full_data`,
-:func:`evaluate_cross_architecture`); :func:`split_validation` keeps the test set out of
-checkpoint choice. The std is the population one (``numpy.std``), as the paper reports.
-Soft labels (class probabilities) train with soft cross-entropy; such results are marked
-(``result.labels == "soft"``): they include knowledge distillation from an expert, so they are
-not comparable with hard-label accuracy. Taught in notebook ``02_trajectory_matching``.
+Every number of the MTT paper is made this way. The :class:`Recipe` is the paper's: SGD with
+momentum 0.9, weight decay 5e-4, batches of 256; the learning rate (a set's learned ``syn_lr``,
+0.01 for real images) drops ×0.1 at half-time with a fresh optimiser; DSA on every batch; 1000
+epochs. Network ``k`` has seed :func:`run_seed` ``(seed, k)``; the loop is :func:`mttlib.train.train`.
+Baselines share the recipe; soft-label results are marked (they include knowledge distillation,
+so they are not comparable with hard labels). Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -81,7 +76,6 @@ class Recipe:
 @dataclass
 class RunResult:
     """One network trained on a set and tested (``loss_curve``/``lr_curve``: one value per epoch)."""
-
     test_acc: float
     train_acc: float
     train_loss: float
@@ -186,7 +180,7 @@ def _train_one(recipe: Recipe, x: Tensor, y: Tensor, data: ImageData, x_eval: Te
                     on_epoch_end=on_epoch_end, on_batch=None if bar is None else lambda n: bar.update(n / len(x)))
     if history.diverged:
         warnings.warn(f"{recipe.model} (seed {seed}): the training loss became {history.train_loss[-1]} with lr "
-                      f"{history.lr[-1]:g}; training stopped. A smaller lr usually helps.", RuntimeWarning, stacklevel=4)
+                      f"{history.lr[-1]:g}; training stopped. A smaller lr often helps.", RuntimeWarning, stacklevel=4)
     return RunResult(test_acc=accuracy(net, x_eval, y_eval)[0], train_acc=history.train_acc[-1],
                      train_loss=history.train_loss[-1], seed=seed, model=recipe.model, epochs=recipe.epochs,
                      loss_curve=history.train_loss, lr_curve=history.lr, seconds=time.perf_counter() - start,
@@ -253,7 +247,7 @@ def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: Im
         if bar is not None:
             bar.close()
     accs = [run.test_acc for run in runs]
-    eval_name = r.eval_on if isinstance(r.eval_on, str) else "val_part" if isinstance(r.eval_on, ImageData) else "tensors"
+    eval_name = r.eval_on if isinstance(r.eval_on, str) else "val_part" if isinstance(r.eval_on, ImageData) else "tuple"
     dsa = r.dsa.strategy if isinstance(r.dsa, DSA) else data.dsa_strategy if r.dsa else None
     config = {"dataset": data.name, "model": r.model, "model_kwargs": dict(r.model_kwargs or {}),
               "num_runs": r.num_runs, "num_images": int(x.shape[0]), "lr": r.lr, "epochs": r.epochs,

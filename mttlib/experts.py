@@ -1,16 +1,12 @@
-"""Experts: networks trained on real data with the paper's recipe -- plain SGD (lr 0.01, no
-momentum, no weight decay), batches of 256, DSA on every batch -- saving their parameters every
-epoch (a :class:`mttlib.trajectory.Trajectory`). Distillation starts a student at ``traj[t]``
-and asks it to reach ``traj[t + M]``.
+"""Experts: networks trained on real data with the paper's recipe (plain SGD, lr 0.01, batches of
+256, DSA), saving their parameters every epoch (:class:`mttlib.trajectory.Trajectory`).
 
-:func:`train_experts` trains what a folder lacks (with :func:`mttlib.train.train`),
-:func:`load_experts` loads a folder, :func:`ensure_experts` does both (a notebook's
-load-or-train) and :func:`expert_dir` names one folder per configuration. Expert ``k`` is seeded
-by :func:`expert_seed` ``(base_seed, k)``: a re-run gives the same trajectory bit for bit on the
-CPU. Each expert is written atomically when done, so a killed run loses at most the expert in
-progress; under ``torchrun`` rank ``r`` of ``K`` trains the experts with ``k % K == r``. A folder
-holds ``config.json`` (the :class:`ExpertConfig`, the data's ``describe()``) and one
-``expert_NNNNN.pt`` per expert. Taught in notebook ``01_expert_trajectories``.
+:func:`train_experts` trains what a folder lacks, :func:`load_experts` loads a folder,
+:func:`ensure_experts` does both and :func:`expert_dir` names one folder per configuration. Expert
+``k`` is seeded by :func:`expert_seed` ``(base_seed, k)`` (a re-run is bit for bit the same on the
+CPU) and written atomically when done, so a killed run loses at most the expert in progress; under
+``torchrun`` rank ``r`` of ``K`` trains the experts with ``k % K == r``. Taught in notebook
+``01_expert_trajectories``.
 """
 
 from __future__ import annotations

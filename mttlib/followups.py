@@ -1,36 +1,22 @@
 """Beyond the paper: three follow-ups to trajectory matching, as options of the distillation loop.
 
-Every option is a field of :class:`mttlib.distill.DistillConfig` whose default is the paper's
-plain MTT; with all of them off a run computes exactly what it computed without them. Bundles
-live in :data:`mttlib.presets.FOLLOWUPS` (``tesla``, ``datm``, ``datm-labels``,
+Each is a field of :class:`mttlib.distill.DistillConfig` whose default is the paper's plain MTT;
+bundles live in :data:`mttlib.presets.FOLLOWUPS` (``tesla``, ``datm``, ``datm-labels``,
 ``datm-schedule``, ``ftd-ema``).
 
-**TESLA's soft labels** (Cui et al., ICML 2023; ``soft_labels="fixed"``). A one-hot label says
-little when one image stands for a class. TESLA replaces it by an expert's softmax output on
-the image (expert ``label_expert`` at snapshot ``label_epoch``), fixed at initialisation. The
-student, and every network evaluated on the set, trains with soft cross-entropy: part of what
-it learns is the expert's output, i.e. knowledge distillation. (TESLA's approximate
-constant-memory gradient is not needed: ``recompute`` is exact with flat memory.)
+* **TESLA's soft labels** (Cui et al., ICML 2023; ``soft_labels="fixed"``): an expert's softmax
+  output on each image (expert ``label_expert`` at snapshot ``label_epoch``), fixed at the start.
+* **DATM's learned soft labels** (Guo et al., ICLR 2024; ``soft_labels="learn"``): label logits
+  learned with the pixels (SGD, momentum 0.9, ``lr_label``), starting from the mean logits of the
+  experts that get the image right; the meta-gradient reaches them through each student step.
+* **DATM's difficulty-aligned start epochs** (``min_start_epoch``, ``max_start_epoch_end``,
+  ``start_epoch_rise``, ``init="real-correct"``): the window of start epochs widens during the
+  run, and the set starts from real images an expert already gets right.
+* **FTD's moving average of the images** (Du et al., CVPR 2023; ``ema_decay``): ``e ← d·e +
+  (1-d)·x`` after every update, evaluated beside the raw images (FTD's flat experts are not here).
 
-**DATM's learned soft labels** (Guo et al., ICLR 2024; ``soft_labels="learn"``). Each image
-gets label *logits* learned with the pixels (SGD, momentum 0.9, ``lr_label``), starting from the
-mean logits of the experts that classify the image correctly (of all experts when none does).
-The meta-gradient reaches them like the pixels: a student step depends on them through its
-gradient, ``∂loss/∂y = -syn_lr Σ_i ∂/∂y (∇_θ L · λ_{i+1})``, in both strategies.
-
-**DATM's difficulty-aligned start epochs** (same paper; ``min_start_epoch``,
-``max_start_epoch_end``, ``start_epoch_rise``, ``init="real-correct"``). Early epochs teach easy
-patterns, late ones hard ones; a small set can hold only the easy ones. Start epochs come from
-``[min_start_epoch, upper)`` with ``upper`` rising from ``max_start_epoch`` to
-``max_start_epoch_end`` over ``start_epoch_rise`` iterations (a pure function of the iteration,
-so a resumed run draws what an uninterrupted one draws), and the set starts from real images an
-expert already classifies correctly.
-
-**FTD's moving average of the images** (Du et al., CVPR 2023; ``ema_decay``). The pixels follow
-noisy meta-gradients; FTD keeps ``e ← d·e + (1-d)·x`` after every update and evaluates the
-average (``images_ema``, beside the raw images). FTD's sharpness-aware experts are not part of
-the kit. Texture mode keeps the schedule and the average; soft labels and ``real-correct`` need
-images of the experts' input size and are refused there. Taught in notebook ``05_beyond_mtt``.
+Soft labels make evaluation knowledge distillation in part; texture mode refuses them and
+``real-correct``. Taught in notebook ``05_beyond_mtt``, which explains each one.
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
 """The heart of MTT: the matching loss, the student's steps and the meta-gradient.
 
-One *iteration* of the method (the loop around it is :mod:`mttlib.distill`):
-
-1. pick an expert trajectory and a start epoch ``t`` below ``max_start_epoch``;
-2. start a student at the expert's parameters ``θ*_t``;
-3. take ``syn_steps`` SGD steps on batches of the synthetic images (after DSA augmentation)
-   with the learnable step size ``syn_lr``: ``θ_{i+1} = θ_i - syn_lr · ∇_θ CE(f(θ_i, x_i), y_i)``;
-4. measure ``||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²`` (``M = expert_epochs``);
-5. differentiate that loss through every student step into the pixels and into ``syn_lr``.
-
-Step 5 is :func:`meta_gradient`, with two exact strategies:
-
-* ``"unroll"`` -- the paper's: keep the graph of all student steps, one backward. Memory grows
-  linearly with ``syn_steps``.
-* ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
-  step, rebuilding one step's graph at a time and carrying the adjoint
-  ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
-  round-off, memory flat in ``syn_steps``. The augmentation randomness of every step is drawn
-  up front (a *plan* per step, :class:`ImageBatchSource`) and replayed.
-
-Taught in notebook ``02_trajectory_matching``.
+One iteration (the loop around it is :mod:`mttlib.distill`): start a student at an expert's
+parameters ``θ*_t``; take ``syn_steps`` SGD steps on augmented batches of the synthetic images with
+the learnable step size ``syn_lr``, ``θ_{i+1} = θ_i - syn_lr · ∇_θ CE(f(θ_i, x_i), y_i)``; measure
+``||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²``; differentiate it through every step into the pixels
+and ``syn_lr`` (:func:`meta_gradient`). ``"unroll"`` (the paper) keeps the graph of every step,
+memory linear in ``syn_steps``. ``"recompute"`` keeps only the parameters after each step and walks
+back one step's graph at a time, carrying the adjoint ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with
+Hessian-vector products: the same gradient to round-off, memory flat in ``syn_steps``. Every step's
+augmentation is drawn up front (a *plan*) and replayed. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -45,12 +34,9 @@ STRATEGIES = ("unroll", "recompute")
 
 
 class BatchSource(Protocol):
-    """Where the student's batches come from (normal mode here, texture mode in ``texture``).
-
-    ``plans(num_steps, generator)`` draws all the randomness of one iteration up front (one dict
-    of CPU tensors per student step); ``batch(synthetic, labels, plan)`` is deterministic and
-    differentiable in ``synthetic``, so replaying a plan rebuilds the same batch.
-    """
+    """Where the student's batches come from (normal mode here, texture mode in ``texture``):
+    ``plans(num_steps, generator)`` draws an iteration's randomness up front, a dict per step;
+    ``batch(synthetic, labels, plan)`` is deterministic, so replaying a plan rebuilds the batch."""
 
     def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]: ...
 
@@ -164,11 +150,8 @@ def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
 
 def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, labels: Tensor,
                        syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource) -> list[Tensor]:
-    """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached).
-
-    Plain SGD on ``source.batch(synthetic, labels, plan)`` with step size ``syn_lr``, one step per
-    plan: the forward half of :func:`meta_gradient`, for plotting where a student goes.
-    """
+    """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached): the
+    forward half of :func:`meta_gradient`, one step per plan."""
     lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
     synthetic, labels = synthetic.detach(), labels.detach()
     thetas = [start.detach()]

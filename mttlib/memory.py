@@ -1,11 +1,6 @@
-"""How much memory one distillation iteration needs, per meta-gradient strategy, and the
-``auto`` choice between them.
-
-``unroll`` keeps the graph of every student step, so its memory grows with ``syn_steps``;
-``recompute`` keeps one step's graph and the parameters after each step (:mod:`mttlib.matching`).
-:func:`estimate_memory` measures what autograd saves for one step of the actual model and
-extrapolates; :func:`choose_strategy` takes ``unroll`` when it fits in a quarter of the device's
-memory. Taught in notebook ``03_imagenet_subsets``.
+"""How much memory one distillation iteration needs per meta-gradient strategy, and the ``auto``
+choice: ``unroll`` (memory grows with ``syn_steps``) when it fits in a quarter of the device's
+memory, else ``recompute`` (flat). Taught in notebook ``03_imagenet_subsets``.
 """
 
 from __future__ import annotations
@@ -26,12 +21,8 @@ __all__ = ["STRATEGIES", "step_activation_bytes", "estimate_memory", "choose_str
 
 
 def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[int]) -> int:
-    """Bytes autograd keeps for one student step on ``batch`` images (measured, not guessed).
-
-    Runs one forward and one ``create_graph`` backward (what a differentiable student step
-    records) at batch sizes 1 and 2 on ``model``'s device, counts the distinct storages autograd
-    saves for later (through saved-tensor hooks) and extrapolates linearly to ``batch``.
-    """
+    """Bytes autograd keeps for one student step on ``batch`` images, measured: the storages saved by
+    one ``create_graph`` step at batch sizes 1 and 2 (saved-tensor hooks), extrapolated to ``batch``."""
     fm = FunctionalModel(model)
     param = next(model.parameters())
     sizes = []
@@ -63,15 +54,10 @@ _UNROLL_PER_STEP, _UNROLL_EXTRA, _RECOMPUTE_STEPS = 1.2, 1.0, 2.5
 
 def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int, strategy: str, *,
                     num_images: int | None = None) -> int:
-    """Estimated peak bytes of one distillation iteration beyond the Python/PyTorch baseline.
-
-    Based on :func:`step_activation_bytes` (measured on ``model`` at each call), calibrated on
-    measured peaks: ``unroll`` keeps every step's graph, ``(1.2 syn_steps + 1) x step``;
-    ``recompute`` keeps one step's graph and the parameters after every step,
-    ``2.5 x step + (syn_steps + 2) x parameters``. Both add the synthetic images three times
-    (values, gradient, momentum). ``batch`` is the images per student step (``batch_syn``, or
-    the whole set); ``num_images`` the size of the set (default ``batch``).
-    """
+    """Estimated peak bytes of one iteration beyond PyTorch's baseline, from :func:`step_activation_bytes`
+    calibrated on measured peaks: ``unroll`` ``(1.2 syn_steps + 1) x step``, ``recompute`` ``2.5 x step +
+    (syn_steps + 2) x parameters``, both plus the images three times (values, gradient, momentum).
+    ``batch`` is the images per student step; ``num_images`` the size of the set (default ``batch``)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     step = step_activation_bytes(model, batch, image_shape)
@@ -106,26 +92,20 @@ def report(model: nn.Module, image_shape: Sequence[int], num_images: int, batch_
     """A few lines for a person: the estimated memory of one iteration per strategy, this run's marked."""
     batch, shape = min(batch_syn or num_images, num_images), tuple(image_shape)
     chosen = strategy if strategy != "auto" else choose_strategy(model, batch, shape, syn_steps)
-    lines = ["estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):"]
-    for name in STRATEGIES:
-        est = estimate_memory(model, batch, shape, syn_steps, name, num_images=num_images)
-        lines.append(f"  {name:<9} {est / 2**30:7.2f} GiB{'  <- this run' if name == chosen else ''}")
-    return "\n".join(lines)
+    gib = {name: estimate_memory(model, batch, shape, syn_steps, name, num_images=num_images) / 2**30
+           for name in STRATEGIES}
+    return "estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):" + \
+        "".join(f"\n  {n:<9} {g:7.2f} GiB{'  <- this run' if n == chosen else ''}" for n, g in gib.items())
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
-
-    Every iteration frees and reallocates the same large buffers; glibc would hand them back to
-    the kernel, which zero-fills fresh pages next time (``benchmarks/bench_distill.py
-    --keep-freed-memory`` measures the gain). It changes the whole process, so the library never
-    calls it: ``python -m mttlib distill`` does on the CPU, unless ``--no-keep-freed-memory``.
-    False where it does not apply (not Linux/glibc).
-    """
+    """Ask glibc to keep freed memory for reuse: every iteration frees and reallocates the same large
+    buffers, which the kernel would zero-fill again (``benchmarks/bench_distill.py --keep-freed-memory``
+    measures it). It changes the whole process, so only ``python -m mttlib distill`` calls it, on the
+    CPU, unless ``--no-keep-freed-memory``. False where it does not apply (not Linux/glibc)."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
+    return bool(mallopt(-3, 32 * 2**20) and mallopt(-1, 2**31 - 1))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD

@@ -1,17 +1,9 @@
-"""Hyper-parameters of trajectory matching, per dataset and images per class (ipc).
-
-Three sizes share one code path (see :func:`get_preset`):
-
-* ``paper`` -- the published hyper-parameters of MTT (CVPR 2022) for CIFAR-10, CIFAR-100, Tiny
-  ImageNet and the ImageNet subsets, meant for a GPU;
-* ``classroom`` -- the embedded ``cifar10-mini`` at ipc 1 and 10 with a narrow ConvNet, tuned to
-  show the method working in minutes on a 2-core CPU;
-* ``smoke`` -- seconds, for continuous integration: the code runs, it does not learn.
-
-The reference code publishes its table only as an image; each entry's ``source`` says where its
-numbers come from. :meth:`mttlib.distill.DistillConfig.from_preset` turns a preset into a run
-configuration; :data:`FOLLOWUPS` bundles switch on the follow-ups. Taught in notebook
-``02_trajectory_matching``.
+"""Hyper-parameters of trajectory matching, per dataset, images per class (ipc) and size: ``paper``
+(the published values for CIFAR-10/100, Tiny ImageNet and the ImageNet subsets, for a GPU),
+``classroom`` (``cifar10-mini`` in minutes on a 2-core CPU) and ``smoke`` (seconds, for CI). The
+reference publishes its table only as an image: each entry's ``source`` says where its numbers come
+from, its ``note`` what was chosen where sources disagree. :data:`FOLLOWUPS` bundles switch on the
+follow-ups. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -222,10 +214,8 @@ __all__ += ["FOLLOWUPS", "followup_overrides"]
 
 
 def _start_schedule(p: Preset) -> dict[str, Any]:
-    # DATM: the window of start epochs widens during the run. Here its upper end starts at half the
-    # preset's max_start_epoch and rises to the full value over the first half of the iterations,
-    # so the run needs no longer experts than the preset does (with max_start_epoch 1 it rises to
-    # 2 where the experts are long enough).
+    # DATM's widening window: from half the preset's max_start_epoch to all of it over the first half of
+    # the run, so it needs no longer experts than the preset (max_start_epoch 1 rises to 2 where they fit)
     low = max(1, p.max_start_epoch // 2)
     last = p.expert_train_epochs - p.expert_epochs + 1
     end = max(p.max_start_epoch, min(2 * low, last))
@@ -234,16 +224,13 @@ def _start_schedule(p: Preset) -> dict[str, Any]:
 
 
 def _ema_decay(p: Preset) -> dict[str, Any]:
-    # FTD evaluates a moving average of the images; its runs of thousands of iterations use a decay
-    # near 0.999. A short run needs a shorter memory, or the average stays near the initial images:
-    # the decay is chosen so that the initial images weigh about e^-3 (5 %) at the end of the run
-    # (at least 0.5, for runs of a few iterations).
+    # FTD's long runs use a decay near 0.999; a short run needs a shorter memory, so the initial images
+    # weigh about e^-3 (5 %) at the end of the run (decay at least 0.5)
     return {"ema_decay": min(0.999, max(0.5, round(1.0 - 3.0 / p.iterations, 4)))}
 
 
 def _datm_labels(p: Preset) -> dict[str, Any]:
-    # lr_label: a value chosen for this kit (the learned logits move by a few tenths over a
-    # classroom run); DATM's own scripts tune it per dataset and ipc.
+    # lr_label chosen for this kit (the logits move a few tenths in a classroom run); DATM tunes it per set
     return {"soft_labels": "learn", "lr_label": 2.0}
 
 

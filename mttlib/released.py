@@ -1,11 +1,7 @@
-"""The authors' released distilled sets, evaluated in the space their code made them in.
-
-The reference implementation publishes ``images_best.pt`` and ``labels_best.pt``: preprocessed
-tensors, not pixels. With ZCA (the paper's CIFAR sets) they are whitened [0, 1] pixels, which
-the kit's ZCA reproduces (:mod:`mttlib.zca`). Without ZCA they are pixels normalised with fixed
-constants that are not always the dataset's own: CIFAR-100 uses CIFAR-10's mean and std. To
-evaluate such a set, the test images must be prepared the same way: :func:`released_space`.
-Used by ``python -m mttlib evaluate --released-images ...``.
+"""The authors' released distilled sets, evaluated in the space their code made them in: with ZCA,
+whitened [0, 1] pixels (:mod:`mttlib.zca` reproduces them); without, pixels normalised with fixed
+constants that are not always the dataset's own (CIFAR-100 uses CIFAR-10's). Used by ``python -m
+mttlib evaluate --released-images ...``.
 """
 
 from __future__ import annotations

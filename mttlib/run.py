@@ -36,7 +36,6 @@ DISTILLED_FORMAT = "mttlib.distill.distilled/1"
 @dataclass
 class DistillResult:
     """What a run produced: the synthetic set, its learned step size, metrics and the folder."""
-
     images: Tensor
     labels: Tensor
     syn_lr: float

@@ -1,10 +1,8 @@
 """The kit's one SGD training loop, and what goes with it: accuracy, seeds and the device.
 
-Experts (:mod:`mttlib.experts`), the evaluation of distilled sets and of textures
-(:mod:`mttlib.evaluate`) all train networks this way: shuffle every epoch, cut into batches,
-transform and augment each batch, one SGD step on the cross-entropy. What differs between them
-(learning rate, momentum, augmentation, what to record after an epoch) is passed in. Seeds come
-from :func:`derive_seed`, devices from :func:`pick_device`. Taught in notebook
+Experts, the evaluation of distilled sets and of textures all train networks this way; what
+differs (learning rate, momentum, augmentation, what to record after an epoch) is passed in. Seeds
+come from :func:`derive_seed`, devices from :func:`pick_device`. Taught in notebook
 ``01_expert_trajectories``.
 """
 
@@ -92,14 +90,11 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
           train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
           on_epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
           on_batch: Callable[[int], None] | None = None) -> History:
-    """Train ``net`` in place with SGD on ``(x, y)``; labels are class indices or probabilities.
+    """Train ``net`` in place with SGD on ``(x, y)`` (class indices or probabilities).
 
-    Each epoch draws a permutation from ``shuffle``; each batch is passed through
-    ``train_transform(batch, augment)`` and then ``dsa`` with fresh parameters from ``augment``
-    (``augment=None`` shares ``shuffle``). With ``lr_decay`` a new optimiser with ``lr * 0.1``
-    takes over at epoch ``epochs // 2``, as the paper's code does (momentum restarts). A
-    non-finite epoch loss stops training and sets ``History.diverged``. ``on_epoch_end(epoch,
-    net, optimizer)`` runs after each finished epoch, ``on_batch(images)`` after each step.
+    Each epoch shuffles with ``shuffle``; each batch goes through ``train_transform(batch, augment)``
+    and ``dsa`` (``augment=None`` shares ``shuffle``). ``lr_decay``: a fresh optimiser at ``lr * 0.1``
+    from epoch ``epochs // 2``, as the paper's code. A non-finite loss stops training (``diverged``).
     """
     augment = shuffle if augment is None else augment
     device = x.device

@@ -2,18 +2,13 @@
 how it is stored and checked, and its geometry.
 
 A :class:`Trajectory` holds ``snapshots``, float32 ``[E + 1, P]``: row ``e`` is the flat parameter
-vector (in ``model.parameters()`` order, :class:`mttlib.models.FunctionalModel`) after ``e``
-epochs, row 0 the initialisation. Its file (``expert_NNNNN.pt``, written by :mod:`mttlib.experts`)
-is a dict readable with ``weights_only=True``: ``snapshots`` and ``meta``, plain values:
-``format`` ("mttlib-expert"), ``format_version``, ``index``, ``seed``, ``config``
-(``ExpertConfig.to_dict()``), ``fingerprint``, ``model``, ``model_kwargs``, ``dataset``
-(``ImageData.describe()``), ``dsa``, ``numel``, ``epochs``, per-epoch ``train_acc``/``train_loss``
-(augmented batches) and ``test_acc``/``test_loss``, ``init_test_acc``, ``wall_time_s``,
-``device``, ``num_threads``, ``versions``. Files are never unpickled (:func:`mttlib.io.safe_load`).
-
-The geometry -- how far an epoch moves the parameters (:func:`step_lengths`), how long a segment
-``t -> t + M`` is (:func:`segment_lengths`) and 2-D projections (:func:`project_trajectories`) --
-is what notebook ``01_expert_trajectories`` teaches.
+vector (``model.parameters()`` order) after ``e`` epochs, row 0 the initialisation. Its file,
+``expert_NNNNN.pt``, is a dict readable with ``weights_only=True``: ``snapshots`` and ``meta``
+(plain values: ``format``, ``format_version``, ``index``, ``seed``, ``config``, ``model``,
+``model_kwargs``, ``dataset``, ``dsa``, ``numel``, ``epochs``, per-epoch ``train_acc``,
+``train_loss``, ``test_acc``, ``test_loss``, ``wall_time_s``, ``versions``, ...). The geometry
+-- :func:`step_lengths`, :func:`segment_lengths`, :func:`project_trajectories` -- is what
+notebook ``01_expert_trajectories`` teaches.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ from torch import Tensor, nn
 from mttlib.io import CorruptFileError, safe_load
 from mttlib.zca import check_recipe
 
-__all__ = ["FORMAT_VERSION", "Trajectory", "load_trajectory", "read_meta", "step_lengths", "segment_lengths",
+__all__ = ["FORMAT_VERSION", "Trajectory", "load_trajectory", "step_lengths", "segment_lengths",
            "project_trajectories"]
 
 FORMAT_VERSION = 1
@@ -131,11 +126,6 @@ def load_trajectory(path: str | Path, device: str | torch.device = "cpu") -> Tra
     obj = safe_load(path, map_location=device)
     _validate(obj, Path(path))
     return Trajectory(obj["snapshots"], obj["meta"], Path(path))
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata of one expert file."""
-    return load_trajectory(path).meta
 
 
 # --- geometry ------------------------------------------------------------------------------------

@@ -233,11 +233,13 @@ def test_image_data_checks_its_fields():
 
 
 def test_one_rule_picks_the_dsa_strategy():
-    # data owns the rule; augment's DSA.for_dataset and ImageData.dsa_strategy both follow it
+    # data owns the rule; ImageData.dsa_strategy follows it and augment takes its constants from data
     assert dsa_strategy_for(True) == DIGIT_STRATEGY and dsa_strategy_for(False) == DSA_STRATEGY
     assert "flip" in DSA_STRATEGY.split("_") and "flip" not in DIGIT_STRATEGY.split("_")
-    assert DSA.for_dataset(digits=True).strategy == DIGIT_STRATEGY
-    assert DSA.for_dataset(digits=False).strategy == DSA_STRATEGY
+    x, y = torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)
+    for digits in (True, False):
+        data = ImageData("d", x, y, x, y, ["a"], (0.5,), (0.2,), digits=digits)
+        assert DSA(data.dsa_strategy).strategy == dsa_strategy_for(digits)
 
 
 # ------------------------------------------------------------------------------ folders

@@ -137,7 +137,7 @@ def test_file_format(data, tmp_path):
     record = json.loads((tmp_path / "config.json").read_text())
     assert record["config"] == config.to_dict() and record["fingerprint"] == config.fingerprint()
     assert record["format_version"] == trajectory.FORMAT_VERSION
-    assert trajectory.read_meta(paths[1]) == meta
+    assert trajectory.load_trajectory(paths[1]).meta == meta
 
 
 def test_initial_snapshot_is_the_seeded_model(data, tmp_path):
