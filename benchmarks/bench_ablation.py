@@ -50,12 +50,13 @@ from typing import Any
 import torch
 
 from mttlib.data import ImageData, load_dataset
-from mttlib.distill import DistillConfig, DistillResult, distill
+from mttlib.distill import DistillConfig
+from mttlib.run import DistillResult, distill
 from mttlib.evaluate import EvalResult, evaluate_set, evaluate_soft_and_hard
 from mttlib.experts import ensure_experts, expert_dir
 from mttlib.experts import classroom_config, smoke_config
 from mttlib.io import atomic_write_json
-from mttlib.paths import outputs_dir, runs_dir
+from mttlib.io import outputs_dir, runs_dir
 from mttlib.presets import FOLLOWUPS, followup_overrides, get_preset
 
 DATASET = "cifar10-mini"

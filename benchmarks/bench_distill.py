@@ -14,7 +14,7 @@ One JSON object per line on stdout::
 Fields: ``strategy``, ``ipc``, ``syn_steps``, ``width``, ``s_per_iter`` (median over the timed
 iterations), ``s_min``, ``cpu_s_per_iter`` (process CPU time, all threads), ``peak_rss_mb`` (whole
 process), ``baseline_rss_mb`` (after set-up,
-before the first iteration), ``estimate_mb`` (:func:`mttlib.distill.estimate_memory`),
+before the first iteration), ``estimate_mb`` (:func:`mttlib.memory.estimate_memory`),
 ``threads``, ``load_before``/``load_after`` (1-minute load average: other processes on the
 machine slow the timings down), ``torch``. On a shared machine the timings swing with the load:
 OpenMP threads that wait for each other lose much more than their share when another process
@@ -43,32 +43,32 @@ def _warm_up(distiller) -> None:
     (seconds in all), which must not be charged to the first timed iteration."""
     import torch
 
-    from mttlib import distill as D
+    from mttlib import matching
     from mttlib.augment import OPS
 
     x, y = distiller.images.detach()[:2], distiller.labels[:2]
     start = distiller.experts[0][0].to(x.device)
-    source = D.ImageBatchSource(2, tuple(x.shape[-2:]), None, distiller.source.dsa)
+    source = matching.ImageBatchSource(2, tuple(x.shape[-2:]), None, distiller.source.dsa)
     g = torch.Generator().manual_seed(0)
     seen: set[str] = set()
     while seen != set(OPS):
         plans = source.plans(1, g)
         seen.add(plans[0]["dsa"].op)
-        for strategy in D.STRATEGIES:
-            D.meta_gradient(distiller.fm, start, start + 0.01, x, y, 0.01, plans, source, strategy)
+        for strategy in matching.STRATEGIES:
+            matching.meta_gradient(distiller.fm, start, start + 0.01, x, y, 0.01, plans, source, strategy)
 
 
 def child(spec: dict) -> dict:
     """Run ``spec['iters']`` iterations of one configuration in this process and measure them."""
     import torch
 
-    from mttlib import distill as D
+    from mttlib import distill as D, memory
     from mttlib.data import ImageData
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     if spec.get("keep_freed_memory"):
-        from mttlib.distill import keep_freed_memory
+        from mttlib.memory import keep_freed_memory
 
         keep_freed_memory()
     if spec.get("threads"):
@@ -103,7 +103,7 @@ def child(spec: dict) -> dict:
         cpu.append(time.process_time() - began_cpu)
     peak = _rss_mb()
     n = classes * spec["ipc"]
-    estimate = D.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
+    estimate = memory.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
     return {"strategy": spec["strategy"], "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
             "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
             "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),

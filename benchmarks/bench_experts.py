@@ -28,7 +28,9 @@ import torch.nn.functional as F
 
 from mttlib.augment import DSA
 from mttlib.data import ImageData, load_dataset
-from mttlib.experts import ExpertConfig, _stream_seed, expert_seed, load_trajectory, train_experts
+from mttlib.experts import ExpertConfig, expert_seed, train_experts
+from mttlib.train import derive_seed
+from mttlib.trajectory import load_trajectory
 from mttlib.models import make_model
 
 
@@ -59,8 +61,8 @@ def plain_loop(data: ImageData, config: ExpertConfig, device: torch.device, eval
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     dsa = DSA(data.dsa_strategy)
-    shuffle = torch.Generator().manual_seed(_stream_seed(seed, "shuffle"))
-    augment = torch.Generator().manual_seed(_stream_seed(seed, "dsa"))
+    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
+    augment = torch.Generator().manual_seed(derive_seed(seed, "dsa"))
     x, y = data.train_tensors(device)
     xt, yt = data.test_tensors(device)
 

@@ -7,7 +7,7 @@ walk of the right size: what an iteration costs does not depend on what the traj
 
 Every configuration runs in its own Python process, so its peak resident memory (from
 ``resource.getrusage`` in that process) belongs to it alone. Before a configuration runs, its
-memory is estimated with :func:`mttlib.distill.estimate_memory`; one that would not fit into
+memory is estimated with :func:`mttlib.memory.estimate_memory`; one that would not fit into
 the memory the machine has free (``MemAvailable`` of ``/proc/meminfo``, with a safety margin)
 is skipped and reported as such rather than started, since ``unroll`` at these settings needs
 about 20 GB.
@@ -55,7 +55,7 @@ def _available_mb() -> float | None:
 
 
 def _estimate_mb(spec: dict) -> float:
-    from mttlib.distill import estimate_memory
+    from mttlib.memory import estimate_memory
     from mttlib.models import make_model
 
     model = make_model(MODEL, 3, CLASSES, IMAGE_SIZE, width=spec["width"])
@@ -69,10 +69,10 @@ def child(spec: dict) -> dict:
     """Set up one configuration in this process, warm up, time ``spec['iters']`` iterations."""
     import torch
 
-    from mttlib import distill as D
+    from mttlib import distill as D, matching
     from mttlib.augment import OPS
     from mttlib.data import ImageData
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     torch.manual_seed(0)
@@ -97,13 +97,13 @@ def child(spec: dict) -> dict:
     # warm-up: one one-step meta-gradient per DSA operation on two images, so that setting up
     # each operation's kernels is not charged to the timed iteration
     x, y = distiller.images.detach()[:2], distiller.labels[:2]
-    source = D.ImageBatchSource(2, (IMAGE_SIZE, IMAGE_SIZE), None, distiller.source.dsa)
+    source = matching.ImageBatchSource(2, (IMAGE_SIZE, IMAGE_SIZE), None, distiller.source.dsa)
     theta = expert[0].to(x.device)
     seen: set[str] = set()
     while seen != set(OPS):
         plans = source.plans(1, g)
         seen.add(plans[0]["dsa"].op)
-        D.meta_gradient(distiller.fm, theta, theta + 0.01, x, y, 0.01, plans, source, spec["strategy"])
+        matching.meta_gradient(distiller.fm, theta, theta + 0.01, x, y, 0.01, plans, source, spec["strategy"])
     baseline = _rss_mb()
     load_before = os.getloadavg()[0]
     walls, cpus = [], []

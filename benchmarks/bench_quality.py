@@ -61,7 +61,8 @@ from typing import Any
 import torch
 
 from mttlib.data import ImageData, load_dataset
-from mttlib.distill import DistillConfig, distill
+from mttlib.distill import DistillConfig
+from mttlib.run import distill
 from mttlib.evaluate import evaluate_random_real, evaluate_set
 from mttlib.experts import ExpertConfig, classroom_config, ensure_experts, expert_dir
 from mttlib.presets import get_preset

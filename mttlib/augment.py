@@ -1,41 +1,31 @@
 """Differentiable Siamese Augmentation (DSA, Zhao & Bilen, ICML 2021), as used by MTT.
 
-Every operation is differentiable with respect to the pixels, so gradients flow through the
-augmentation back into the synthetic images. Each call picks *one* operation group uniformly
-from the strategy (``"color_crop_cutout_flip_scale_rotate"``) and draws random parameters for
-every sample in the batch.
-
-The randomness is split from the arithmetic:
-
-* :meth:`DSA.sample` draws all random numbers on the CPU into a :class:`DSAParams`;
-* :meth:`DSA.apply` is a deterministic function of the images and those parameters.
-
-Replaying the same :class:`DSAParams` therefore reproduces an augmentation exactly, on any
-device; the exact-recomputation meta-gradient relies on that.
+Every operation is differentiable in the pixels, so gradients flow through the augmentation into the synthetic
+images. Each call picks *one* operation group of the strategy (``"color_crop_cutout_flip_scale_rotate"``) and draws
+parameters per sample. :meth:`DSA.sample` draws all random numbers on the CPU into a :class:`DSAParams`;
+:meth:`DSA.apply` is a deterministic function of the images and those parameters, so replaying a :class:`DSAParams`
+reproduces an augmentation exactly on any device, which the exact-recomputation meta-gradient relies on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mttlib.data import DIGIT_STRATEGY, DSA_STRATEGY
+
 __all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA"]
 
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # a flipped digit is another digit (or none)
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 
 @dataclass
 class DSAParams:
-    """The random draws of one DSA call: the operation group and per-sample tensors.
-
-    Only the tensors of ``op`` are set; the others stay ``None``. Shapes, for ``N`` samples:
+    """The random draws of one DSA call: the operation group ``op`` and, for ``N`` samples, its tensors (others None):
 
     * ``color``: ``brightness``, ``saturation``, ``contrast`` -- ``[N]``, uniform in [0, 1);
     * ``crop``: ``shift`` -- ``[N, 2]`` int64 ``(rows, cols)``; content moves down/right by it;
@@ -57,42 +47,24 @@ class DSAParams:
 
     def tensors(self) -> dict[str, Tensor]:
         """The tensors that are set, by field name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "op" and getattr(self, f.name) is not None}
-
-    @property
-    def num_samples(self) -> int | None:
-        """Number of samples the parameters are for (None for the identity, op ``"none"``)."""
-        tensors = list(self.tensors().values())
-        return tensors[0].shape[0] if tensors else None
+        return {name: value for name, value in vars(self).items() if name != "op" and value is not None}
 
     def to(self, device: str | torch.device) -> DSAParams:
         """A copy with every tensor on ``device``."""
-        return dataclasses.replace(self, **{k: v.to(device) for k, v in self.tensors().items()})
-
-    def to_dict(self) -> dict:
-        """Plain dict (a string and tensors) that ``mttlib.io.atomic_save`` can store."""
-        return {"op": self.op, **self.tensors()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DSAParams:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
+        return replace(self, **{k: v.to(device) for k, v in self.tensors().items()})
 
 
 class DSA:
     """Differentiable siamese augmentation with one operation group per call (mode 'S').
 
-    ``strategy`` names the groups joined by ``_`` (see :data:`OPS`); ``"none"`` or ``""``
-    gives the identity. The keyword arguments are the strengths of the reference code.
-    """
+    ``strategy`` names the groups joined by ``_`` (see :data:`OPS`); ``"none"`` or ``""`` gives the identity. The
+    keyword arguments are the strengths of the reference code."""
 
     def __init__(self, strategy: str = DSA_STRATEGY, *, scale: float = 1.2, rotate: float = 15.0,
                  crop: float = 0.125, cutout: float = 0.5, brightness: float = 1.0,
                  saturation: float = 2.0, contrast: float = 0.5, flip_prob: float = 0.5) -> None:
         names = [] if strategy.lower() in ("", "none") else strategy.split("_")
-        unknown = [name for name in names if name not in OPS]
-        if unknown:
+        if unknown := [name for name in names if name not in OPS]:
             raise ValueError(f"unknown DSA operation(s) {unknown} in strategy {strategy!r}; "
                              f"valid operations are {', '.join(OPS)} (joined by '_'), or 'none'")
         if not (scale >= 1 and rotate >= 0 and 0 <= crop < 1 and 0 <= cutout <= 1
@@ -100,62 +72,45 @@ class DSA:
             raise ValueError("DSA strengths out of range: need scale >= 1, rotate >= 0, "
                              "0 <= crop < 1, 0 <= cutout <= 1 and 0 <= flip_prob <= 1")
         self.strategy, self.ops = strategy, tuple(names)
-        self.scale, self.rotate = float(scale), float(rotate)
-        self.crop, self.cutout, self.flip_prob = float(crop), float(cutout), float(flip_prob)
-        self.brightness, self.saturation = float(brightness), float(saturation)
-        self.contrast = float(contrast)
+        self.scale, self.rotate, self.crop, self.cutout = float(scale), float(rotate), float(crop), float(cutout)
+        self.brightness, self.saturation, self.contrast = float(brightness), float(saturation), float(contrast)
+        self.flip_prob = float(flip_prob)
 
     @property
     def config(self) -> dict[str, float]:
         """The strengths, as keyword arguments of the constructor (JSON-able)."""
         return dict(scale=self.scale, rotate=self.rotate, crop=self.crop, cutout=self.cutout,
-                    brightness=self.brightness, saturation=self.saturation,
-                    contrast=self.contrast, flip_prob=self.flip_prob)
-
-    @classmethod
-    def for_dataset(cls, digits: bool, **strengths: float) -> DSA:
-        """The DSA the kit uses for a dataset: no flip for digits (MNIST, SVHN)."""
-        return cls(DIGIT_STRATEGY if digits else DSA_STRATEGY, **strengths)
+                    brightness=self.brightness, saturation=self.saturation, contrast=self.contrast,
+                    flip_prob=self.flip_prob)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config.items())
         return f"DSA({self.strategy!r}, {args})"
 
-    # --- randomness -------------------------------------------------------------------------
-
-    def sample(self, n: int, image_size: int | tuple[int, int],
-               generator: torch.Generator | None = None) -> DSAParams:
+    def sample(self, n: int, image_size: int | tuple[int, int], generator: torch.Generator | None = None) -> DSAParams:
         """Draw the operation group and the per-sample parameters for ``n`` images, on the CPU."""
-        if isinstance(image_size, int):
-            image_size = (image_size, image_size)
-        h, w = (int(s) for s in image_size)
+        h, w = (image_size, image_size) if isinstance(image_size, int) else (int(s) for s in image_size)
         if n < 0 or h < 1 or w < 1:
-            raise ValueError(f"need n >= 0 and a positive image size, got n={n}, "
-                             f"image_size={(h, w)}")
+            raise ValueError(f"need n >= 0 and a positive image size, got n={n}, image_size={(h, w)}")
         if not self.ops:
             return DSAParams("none")
-        g = generator
 
         def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
-            return low + (high - low) * torch.rand(*shape, generator=g, dtype=torch.float32)
+            return low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float32)
 
         def integers(low: int, high: int) -> Tensor:  # [n] draws in [low, high), per axis
-            return torch.randint(low, high, (n,), generator=g)
+            return torch.randint(low, high, (n,), generator=generator)
 
-        op = self.ops[int(torch.randint(len(self.ops), (1,), generator=g))]
+        op = self.ops[int(torch.randint(len(self.ops), (1,), generator=generator))]
         if op == "color":
-            return DSAParams(op, brightness=uniform(n), saturation=uniform(n),
-                             contrast=uniform(n))
+            return DSAParams(op, brightness=uniform(n), saturation=uniform(n), contrast=uniform(n))
         if op == "crop":
             sh, sw = int(h * self.crop + 0.5), int(w * self.crop + 0.5)
-            shift = torch.stack([integers(-sh, sh + 1), integers(-sw, sw + 1)], 1)
-            return DSAParams(op, shift=shift)
+            return DSAParams(op, shift=torch.stack([integers(-sh, sh + 1), integers(-sw, sw + 1)], 1))
         if op == "cutout":
             ch, cw = self._cutout_side(h, w)
-            # as in the reference: an even side can sit one pixel further, so the square is
-            # equally likely to stick out at either edge
-            centre = torch.stack([integers(0, h + 1 - ch % 2), integers(0, w + 1 - cw % 2)], 1)
-            return DSAParams(op, centre=centre)
+            # as in the reference: an even side can sit one pixel further, so it sticks out at either edge equally
+            return DSAParams(op, centre=torch.stack([integers(0, h + 1 - ch % 2), integers(0, w + 1 - cw % 2)], 1))
         if op == "flip":
             return DSAParams(op, flip=uniform(n) < self.flip_prob)
         if op == "scale":
@@ -166,17 +121,15 @@ class DSA:
     def _cutout_side(self, h: int, w: int) -> tuple[int, int]:
         return int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
 
-    # --- arithmetic ---------------------------------------------------------------------------
-
     def apply(self, x: Tensor, params: DSAParams) -> Tensor:
         """Augment ``x`` ``[N, C, H, W]`` with ``params``; deterministic, differentiable in ``x``."""
         if x.dim() != 4:
             raise ValueError(f"DSA expects a batch [N, C, H, W], got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"DSA needs float images, got {x.dtype}; preprocess them first")
-        if params.num_samples not in (None, x.shape[0]):
-            raise ValueError(f"DSA parameters are for {params.num_samples} samples but the batch "
-                             f"has {x.shape[0]}; sample them with n = x.shape[0]")
+        if (n := next((len(t) for t in params.tensors().values()), None)) not in (None, x.shape[0]):
+            raise ValueError(f"DSA parameters are for {n} samples but the batch has {x.shape[0]}; sample them with "
+                             "n = x.shape[0]")
         p = params.to(x.device)
         if p.op == "none":
             return x
@@ -203,20 +156,17 @@ class DSA:
         return self.apply(x, self.sample(x.shape[0], tuple(x.shape[-2:]), generator))
 
     def _color(self, x: Tensor, p: DSAParams) -> Tensor:
-        def r(t: Tensor) -> Tensor:
-            return t.to(x.dtype).view(-1, 1, 1, 1)
-
-        x = x + (r(p.brightness) - 0.5) * self.brightness
+        rb, rs, rc = (r.to(x.dtype).view(-1, 1, 1, 1) for r in (p.brightness, p.saturation, p.contrast))
+        x = x + (rb - 0.5) * self.brightness
         mean = x.mean(dim=1, keepdim=True)  # per-pixel grey level
-        x = mean + (x - mean) * (r(p.saturation) * self.saturation)
+        x = mean + (x - mean) * (rs * self.saturation)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)  # per-image mean
-        return mean + (x - mean) * (r(p.contrast) + self.contrast)
+        return mean + (x - mean) * (rc + self.contrast)
 
     def _cutout(self, x: Tensor, centre: Tensor) -> Tensor:
         ch, cw = self._cutout_side(x.shape[2], x.shape[3])
         top, left = (centre - torch.tensor([ch // 2, cw // 2], device=x.device)).unbind(1)
-        rows = torch.arange(x.shape[2], device=x.device)
-        cols = torch.arange(x.shape[3], device=x.device)
+        rows, cols = torch.arange(x.shape[2], device=x.device), torch.arange(x.shape[3], device=x.device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + ch)  # [N, H]
         in_cols = (cols >= left[:, None]) & (cols < left[:, None] + cw)  # [N, W]
         keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # [N, H, W]

@@ -1,22 +1,15 @@
-"""``python -m mttlib demo``: run every notebook in order, as a teacher would on day one.
-
-Each ``notebooks/NN_*.ipynb`` is executed with papermill (kernel ``python3``) at classroom
-size on the embedded dataset; executed notebooks and figures go to the outputs folder
-(``outputs/`` by default, git-ignored). Experts are shared between notebooks through one runs
-folder, so later notebooks reuse what earlier ones trained. A failed notebook stops the demo
-and names the cell and the error.
+"""``python -m mttlib demo``: every notebook in order at classroom size with papermill, as a
+teacher would on day one, sharing one runs folder; a failed notebook stops the demo naming the cell.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
 import time
 from pathlib import Path
 
-from mttlib.paths import KIT_ROOT, outputs_dir, runs_dir
+from mttlib.io import KIT_ROOT, atomic_write_text
 
 NOTEBOOKS = KIT_ROOT / "notebooks"
 
@@ -84,7 +77,7 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     rows = _accuracy_rows(out / "results")
     if rows:
         parts.append("<h2>Test accuracy: distilled vs random real vs full data</h2><table>"
-                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy (%)</th><th>networks</th></tr>")
+                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy %</th><th>networks</th></tr>")
         for r in rows:
             acc = f"{100 * r['mean']:.1f} ± {100 * r.get('std', 0):.1f}"
             parts.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{html.escape(str(r['method']))}</td>"
@@ -106,30 +99,5 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
     notebooks = sorted((out / "notebooks").glob("*.ipynb"))
     if notebooks:
         parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
-            f"<li><a href='notebooks/{html.escape(n.name)}'>{html.escape(n.name)}</a></li>" for n in notebooks) + "</ul>")
-    index = out / "index.html"
-    index.write_text("\n".join(parts) + "\n")
-    return index
-
-
-def cli(argv: list[str]) -> int:
-    """Command line of ``python -m mttlib demo``."""
-    parser = argparse.ArgumentParser(prog="python -m mttlib demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="outputs folder (default outputs/ or $MTT_OUTPUTS)")
-    parser.add_argument("--runs", default=None, help="experts and runs folder (default runs/ or $MTT_RUNS)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds per notebook")
-    parser.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these, e.g. 00 01")
-    args = parser.parse_args(argv)
-    out, runs = outputs_dir(args.out).resolve(), runs_dir(args.runs).resolve()
-    start = time.perf_counter()
-    timings = run_demo(out, runs, smoke=args.smoke, only=args.only)
-    index = write_report(out, timings)
-    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.")
-    print(f"Report:             {index}")
-    print(f"Executed notebooks: {out / 'notebooks'}")
-    print(f"Figures:            {out / 'figures'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))
+            f"<li><a href='notebooks/{html.escape(n.name)}'>{n.name}</a></li>" for n in notebooks) + "</ul>")
+    return atomic_write_text("\n".join(parts) + "\n", out / "index.html")

@@ -1,118 +1,48 @@
-"""Dataset distillation by matching training trajectories (MTT, Cazenavette et al. CVPR 2022).
-
-One *iteration* of the method:
-
-1. pick an expert trajectory and a start epoch ``t`` uniformly from ``[0, max_start_epoch)``;
-2. start a student at the expert's parameters ``θ*_t``;
-3. take ``syn_steps`` SGD steps on batches of the synthetic images (after DSA augmentation)
-   with the learnable step size ``syn_lr``: ``θ_{i+1} = θ_i - syn_lr · ∇_θ CE(f(θ_i, x_i), y_i)``;
-4. measure ``||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²`` (``M = expert_epochs``);
-5. differentiate that loss through every student step into the pixels and into ``syn_lr``,
-   and update both by SGD with momentum 0.5.
-
-Step 5 is :func:`meta_gradient`, with two exact strategies:
-
-* ``"unroll"`` -- the paper's: keep the graph of all student steps, one backward. Memory grows
-  linearly with ``syn_steps``.
-* ``"recompute"`` -- keep only the student parameters after each step; walk back from the last
-  step, rebuilding one step's graph at a time and carrying the adjoint
-  ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with Hessian-vector products. Same gradient to
-  round-off, memory flat in ``syn_steps``, 0.9-1.4x the time (``benchmarks/bench_distill.py``, CPU). The augmentation randomness
-  of every step is drawn up front (a *plan* per step) and replayed.
-
-A run's ``strategy="auto"`` (the default) takes ``unroll`` when its estimated memory
-(:func:`estimate_memory`) fits in a quarter of the device's memory, else ``recompute``.
-
-The loop (:class:`Distiller`, :func:`distill`) writes a run folder that survives being killed:
-``config.json``, ``checkpoint.pt`` (everything needed to continue bit for bit), ``distilled.pt``,
-``metrics.jsonl`` and ``snapshots/`` for an animation (:func:`mttlib.viz.distillation_gif`).
-
-Follow-ups beyond the paper -- TESLA's and DATM's soft labels, DATM's difficulty-aligned start
-epochs and FTD's moving average of the images -- are options of :class:`DistillConfig`, all off
-by default; :mod:`mttlib.followups` explains them.
+"""The distillation loop of MTT: configuration, starting images, the expert sampler, one iteration
+at a time. Each iteration draws an expert and a start epoch (:class:`ExpertSampler`), takes the
+meta-gradient (:func:`mttlib.matching.meta_gradient`; ``strategy="auto"`` picks by memory,
+:mod:`mttlib.memory`) and updates the pixels and the step size ``syn_lr`` by SGD with momentum
+0.5. :class:`Distiller` writes no files (:func:`mttlib.run.distill` does); the follow-ups are
+options, all off by default (:mod:`mttlib.followups`). Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import os
-import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from mttlib.augment import DSA, DSAParams
 from mttlib import followups
-from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
-from mttlib.zca import RECIPE as ZCA_RECIPE
+from mttlib.augment import DSA
+from mttlib.data import ImageData
+from mttlib.io import CorruptFileError
+from mttlib.matching import STRATEGIES, BatchSource, ImageBatchSource, meta_gradient
+from mttlib.memory import choose_strategy
+from mttlib.models import FunctionalModel, make_model
+from mttlib.presets import Preset
+from mttlib.train import derive_seed, pick_device
+from mttlib.trajectory import Trajectory
 
-if TYPE_CHECKING:  # type hints only: the loop needs nothing from these modules at import time
-    from mttlib.data import ImageData
-    from mttlib.experts import Trajectory
-    from mttlib.models import FunctionalModel
-    from mttlib.presets import Preset
+__all__ = ["INITS", "DistillConfig", "class_major_labels", "init_synthetic", "ExpertSampler", "Draw", "Distiller",
+           "DistillationDiverged"]
 
-__all__ = [
-    "STRATEGIES",
-    "DistillConfig",
-    "BatchSource",
-    "ImageBatchSource",
-    "class_major_labels",
-    "init_synthetic",
-    "matching_loss",
-    "meta_gradient",
-    "student_trajectory",
-    "ExpertSampler",
-    "Distiller",
-    "DistillResult",
-    "DistillationDiverged",
-    "distill",
-    "load_distilled",
-    "load_snapshots",
-    "estimate_memory",
-    "choose_strategy",
-    "keep_freed_memory",
-    "step_activation_bytes",
-    "cli",
-]
-
-STRATEGIES = ("unroll", "recompute")
 INITS = ("real", "noise", "real-correct")
 CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
-DISTILLED_FORMAT = "mttlib.distill.distilled/1"
-
-
-# --- configuration -----------------------------------------------------------------------------
 
 
 @dataclass
 class DistillConfig:
-    """Everything that defines a distillation run (see :mod:`mttlib.presets` for the values).
+    """Everything that defines a distillation run (:mod:`mttlib.presets` has the paper's values).
 
-    ``batch_syn=None`` uses every synthetic image in every student step. ``dsa_strategy=None``
-    takes the dataset's (no flips for digits). ``strategy="auto"`` picks ``unroll`` (faster) when
-    its estimated memory fits in a quarter of the device's memory, else ``recompute`` (see
-    :func:`choose_strategy`); both give the same gradients. ``checkpoint_every`` and ``snapshot_every`` are in
-    iterations; the last iteration always writes both.
-
-    Follow-ups (:mod:`mttlib.followups`; the defaults are the paper's plain MTT):
-    ``soft_labels`` ``"none"``, ``"fixed"`` (TESLA: the expert ``label_expert``'s softmax at snapshot
-    ``label_epoch``, default ``max_start_epoch``) or ``"learn"`` (DATM: learned logits, SGD with
-    momentum 0.9 at ``lr_label``); ``min_start_epoch``, ``max_start_epoch_end`` and
-    ``start_epoch_rise`` (DATM: start epochs from ``[min_start_epoch, upper)``, ``upper`` rising
-    from ``max_start_epoch`` to ``max_start_epoch_end`` over ``start_epoch_rise`` iterations);
-    ``init="real-correct"`` (DATM: real images that expert ``label_expert`` at ``label_epoch``
-    classifies correctly); ``ema_decay`` (FTD: a moving average of the images, ``None`` for none).
+    N ``syn_steps`` on ``batch_syn`` images (None: all) cover M ``expert_epochs``; start epochs
+    come from ``[0, max_start_epoch)``; ``lr_img``/``lr_lr`` train the pixels and ``syn_lr`` (which
+    starts at ``lr_teacher``). The fields after ``preset`` are the follow-ups.
     """
 
     dataset: str
@@ -136,7 +66,6 @@ class DistillConfig:
     checkpoint_every: int = 100
     snapshot_every: int = 100
     preset: str = ""
-    # follow-ups beyond the paper (mttlib.followups); the defaults are plain MTT
     soft_labels: str = "none"
     lr_label: float = 2.0
     label_epoch: int | None = None
@@ -155,24 +84,18 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when a value cannot work."""
-        def positive(name: str) -> None:
+        for name in ("ipc", "syn_steps", "expert_epochs", "max_start_epoch", "iterations", "checkpoint_every",
+                     "snapshot_every") + (("batch_syn",) if self.batch_syn is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-        for name in ("ipc", "syn_steps", "expert_epochs", "max_start_epoch", "iterations",
-                     "checkpoint_every", "snapshot_every"):
-            positive(name)
-        if self.batch_syn is not None:
-            positive("batch_syn")
         for name in ("lr_img", "lr_lr", "lr_teacher"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
-        if self.strategy not in STRATEGIES + ("auto",):
-            raise ValueError(f"strategy must be 'auto' or one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.init not in INITS or self.strategy not in STRATEGIES + ("auto",):
+            raise ValueError(f"init must be one of {INITS} and strategy 'auto' or one of {STRATEGIES}; got "
+                             f"init={self.init!r}, strategy={self.strategy!r}")
         followups.validate_config(self)
 
     def epochs_needed(self) -> int:
@@ -186,95 +109,23 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
         """Inverse of :meth:`to_dict` (unknown keys raise a ``ValueError``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown DistillConfig field(s) {unknown}; valid fields: {sorted(names)}")
+            raise ValueError(f"unknown DistillConfig field(s) {unknown}")
         return cls(**d)
 
     @classmethod
     def from_preset(cls, preset: Preset, **overrides: Any) -> DistillConfig:
         """The run configuration of a :class:`mttlib.presets.Preset`, with ``overrides`` applied."""
-        d = dict(dataset=preset.dataset, ipc=preset.ipc, model=preset.model,
-                 model_kwargs=dict(preset.model_kwargs), zca=preset.zca, syn_steps=preset.syn_steps,
-                 expert_epochs=preset.expert_epochs, max_start_epoch=preset.max_start_epoch,
-                 batch_syn=preset.batch_syn, lr_img=preset.lr_img, lr_lr=preset.lr_lr,
-                 lr_teacher=preset.lr_teacher, iterations=preset.iterations, init=preset.init,
-                 checkpoint_every=preset.checkpoint_every, snapshot_every=preset.checkpoint_every,
-                 preset=preset.name)
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+        names = ("dataset", "ipc", "model", "zca", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
+                 "lr_img", "lr_lr", "lr_teacher", "iterations", "init", "checkpoint_every")
+        d = {n: getattr(preset, n) for n in names}
+        d.update(model_kwargs=dict(preset.model_kwargs), snapshot_every=preset.checkpoint_every, preset=preset.name)
+        return cls.from_dict({**d, **{k: v for k, v in overrides.items() if v is not None}})
 
     def replace(self, **changes: Any) -> DistillConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
-
-
-# --- synthetic batches -------------------------------------------------------------------------
-
-
-class BatchSource(Protocol):
-    """Where the student's batches come from (normal mode here, texture mode in ``texture``).
-
-    ``plans(num_steps, generator)`` draws all the randomness of one iteration up front (one dict
-    of CPU tensors per student step); ``batch(synthetic, labels, plan)`` is deterministic and
-    differentiable in ``synthetic``, so replaying a plan rebuilds the same batch.
-    """
-
-    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]: ...
-
-    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]: ...
-
-
-class ImageBatchSource:
-    """Normal mode: chunks of ``batch_syn`` images from a fresh permutation, then DSA.
-
-    Each iteration starts a new random permutation of the ``num_images`` synthetic images and
-    hands out consecutive chunks of it; when a permutation is used up the next one starts. With
-    ``batch_syn=None`` (the default) every step uses every image (in a random order, which only
-    matters for DSA parameters).
-    """
-
-    def __init__(self, num_images: int, image_size: int | tuple[int, int], batch_syn: int | None = None,
-                 dsa: DSA | None = None) -> None:
-        if num_images < 1:
-            raise ValueError(f"need at least one synthetic image, got num_images={num_images}")
-        if batch_syn is not None and batch_syn < 1:
-            raise ValueError(f"batch_syn must be positive or None (all images), got {batch_syn}")
-        self.num_images = int(num_images)
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.batch_syn = self.num_images if batch_syn is None else min(int(batch_syn), self.num_images)
-        self.dsa = dsa
-
-    def __repr__(self) -> str:
-        return (f"ImageBatchSource(num_images={self.num_images}, image_size={self.image_size}, "
-                f"batch_syn={self.batch_syn}, dsa={self.dsa!r})")
-
-    def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
-        """One plan per student step: ``index`` (int64 ``[B]``) and ``dsa`` (:class:`DSAParams`)."""
-        out: list[dict[str, Any]] = []
-        chunks: list[Tensor] = []
-        for _ in range(num_steps):
-            if not chunks:
-                chunks = list(torch.randperm(self.num_images, generator=generator).split(self.batch_syn))
-            index = chunks.pop(0)
-            dsa = (self.dsa.sample(len(index), self.image_size, generator) if self.dsa is not None
-                   else DSAParams("none"))
-            out.append({"index": index, "dsa": dsa})
-        return out
-
-    def batch(self, synthetic: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """The step's batch ``(x, y)``: the plan's images, augmented; differentiable in ``synthetic``."""
-        if synthetic.shape[0] != self.num_images:
-            raise ValueError(f"this source was made for {self.num_images} images, got {synthetic.shape[0]}")
-        index = plan["index"].to(synthetic.device)
-        x = synthetic.index_select(0, index)
-        if self.dsa is not None:
-            x = self.dsa.apply(x, plan["dsa"])
-        return x, labels.index_select(0, index)
-
-
-# --- initialisation ----------------------------------------------------------------------------
 
 
 def class_major_labels(num_classes: int, ipc: int, device: str | torch.device | None = None) -> Tensor:
@@ -286,159 +137,35 @@ def init_synthetic(data: ImageData, ipc: int, init: str = "real", generator: tor
                    device: str | torch.device | None = None, eligible: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Starting synthetic images and labels ``(images, labels)``, class-major.
 
-    ``init="real"`` picks ``ipc`` distinct random training images of each class (preprocessed:
-    normalised, or ZCA-whitened when the data has ZCA); ``init="noise"`` draws a standard normal
-    in that same preprocessed space. ``eligible`` (boolean ``[N]`` over the training images)
-    restricts the real picks to those images; a class with fewer than ``ipc`` eligible images
-    picks from all of its images (``init="real-correct"`` passes the images an expert classifies
-    correctly).
+    ``"real"`` picks ``ipc`` distinct random training images per class (preprocessed); ``"noise"``
+    draws a standard normal in the same space. ``eligible`` (boolean ``[N]``) restricts the real
+    picks to some images (``real-correct``: those an expert gets right); a class with fewer than
+    ``ipc`` of them picks from all its images.
     """
     labels = class_major_labels(data.num_classes, ipc)
-    shape = (data.num_classes * ipc, data.channels, data.image_size, data.image_size)
     if init == "noise":
-        images = torch.randn(shape, generator=generator)
-    elif init in ("real", "real-correct"):
-        picks = []
-        train_labels = data.train_labels.cpu()
-        for c in range(data.num_classes):
-            pool = (train_labels == c).nonzero().flatten()
-            if eligible is not None:
-                if int(eligible[pool].sum()) >= ipc:
-                    pool = pool[eligible[pool]]
-                else:
-                    warnings.warn(f"class {c}: fewer than ipc={ipc} eligible (correctly classified) training "
-                                  f"images; it starts from any of its images", RuntimeWarning, stacklevel=2)
-            if len(pool) < ipc:
-                name = data.classes[c] if c < len(data.classes) else c
-                raise ValueError(f"class {name!r} has only {len(pool)} training images but ipc={ipc}; "
-                                 f"use a smaller ipc or init='noise'")
-            picks.append(pool[torch.randperm(len(pool), generator=generator)[:ipc]])
-        images = data.preprocess(data.train_images[torch.cat(picks)]).float().cpu()
-    else:
-        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        images = torch.randn((len(labels), data.channels, data.image_size, data.image_size), generator=generator)
+        return images.to(device), labels.to(device)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    picks = []
+    for c in range(data.num_classes):
+        pool = (data.train_labels.cpu() == c).nonzero().flatten()
+        if eligible is not None and int(eligible[pool].sum()) >= ipc:
+            pool = pool[eligible[pool]]
+        elif eligible is not None:
+            warnings.warn(f"class {c}: fewer than ipc={ipc} eligible (correctly classified) training images; it "
+                          "starts from any of its images", RuntimeWarning, stacklevel=2)
+        if len(pool) < ipc:
+            raise ValueError(f"class {data.classes[c]!r} has only {len(pool)} training images but ipc={ipc}; "
+                             "use a smaller ipc or init='noise'")
+        picks.append(pool[torch.randperm(len(pool), generator=generator)[:ipc]])
+    images = data.preprocess(data.train_images[torch.cat(picks)]).float().cpu()
     return images.to(device), labels.to(device)
 
 
-# --- the meta-gradient -------------------------------------------------------------------------
-
-
-def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
-    """``||θ - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²``: 1 for a student that did not move."""
-    return (theta - target).square().sum() / (start - target).square().sum()
-
-
-def _step_grad(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
-    if y.is_floating_point():  # soft labels: y are label logits, the target is softmax(y)
-        loss = followups.soft_cross_entropy(fm(theta, x), F.softmax(y, dim=1))
-    else:
-        loss = F.cross_entropy(fm(theta, x), y)
-    return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
-
-
-def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic: Tensor, labels: Tensor,
-                  syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
-                  strategy: str = "recompute") -> tuple[Tensor, Tensor, Tensor]:
-    """The matching loss of one iteration and its gradients ``(loss, grad_images, grad_syn_lr)``.
-
-    ``labels`` are class indices (int64 ``[N]``), or float label *logits* ``[N, num_classes]``
-    (soft labels, :mod:`mttlib.followups`): the student then trains with soft cross-entropy
-    against ``softmax(labels)`` and a fourth result, ``grad_labels``, is returned.
-
-    The student starts at ``start`` and takes ``len(plans)`` SGD steps with step size ``syn_lr``
-    on ``source.batch(synthetic, labels, plan)``; the loss compares where it ends with
-    ``target``. ``strategy`` is ``"unroll"`` (the paper's full graph, memory linear in the number
-    of steps) or ``"recompute"`` (exact, memory flat in the number of steps). All three results
-    are detached; ``grad_images`` has the shape of ``synthetic`` and ``grad_syn_lr`` is 0-d.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if len(plans) == 0:
-        raise ValueError("need at least one student step (plans is empty)")
-    if start.shape != target.shape or start.dim() != 1 or start.numel() != fm.numel:
-        raise ValueError(f"start and target must be flat parameter vectors of {fm.numel:,} entries, got "
-                         f"shapes {tuple(start.shape)} and {tuple(target.shape)}")
-    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
-    start, target = start.detach(), target.detach()
-    if labels.is_floating_point():
-        labels = labels.detach().to(synthetic.dtype).requires_grad_(True)
-    with torch.enable_grad():
-        if strategy == "unroll":
-            return _unroll(fm, start, target, synthetic.detach(), labels, lr, plans, source)
-        return _recompute(fm, start, target, synthetic.detach(), labels, lr, plans, source)
-
-
-def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
-    x = synthetic.requires_grad_(True)
-    lr = lr.clone().requires_grad_(True)
-    theta = start.clone().requires_grad_(True)
-    for plan in plans:
-        xb, yb = source.batch(x, labels, plan)
-        theta = theta - lr * _step_grad(fm, theta, xb, yb, create_graph=True)
-    loss = matching_loss(theta, start, target)
-    if labels.requires_grad:
-        grad_x, grad_lr, grad_y = torch.autograd.grad(loss, [x, lr, labels])
-        return loss.detach(), grad_x, grad_lr, grad_y
-    grad_x, grad_lr = torch.autograd.grad(loss, [x, lr])
-    return loss.detach(), grad_x, grad_lr
-
-
-def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, labels: Tensor,
-                       syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource) -> list[Tensor]:
-    """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached).
-
-    Plain SGD on ``source.batch(synthetic, labels, plan)`` with step size ``syn_lr``, one step per
-    plan: the forward half of :func:`meta_gradient`, for plotting where a student goes.
-    """
-    lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
-    synthetic, labels = synthetic.detach(), labels.detach()
-    thetas = [start.detach()]
-    with torch.enable_grad():
-        for plan in plans:
-            xb, yb = source.batch(synthetic, labels, plan)
-            theta = thetas[-1].detach().requires_grad_(True)
-            thetas.append((theta - lr * _step_grad(fm, theta, xb, yb, create_graph=False)).detach())
-    return thetas
-
-
-def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
-    # forward: plain SGD steps, keeping only the parameters after each step
-    thetas = student_trajectory(fm, start, synthetic, labels, lr, plans, source)
-    theta = thetas[-1]
-    diff = theta - target
-    denom = (start - target).square().sum()
-    loss = diff.square().sum() / denom
-    # backward: the adjoint λ_i = ∂loss/∂θ_i, one step's graph at a time
-    lam = diff * (2.0 / denom)
-    x = synthetic.requires_grad_(True)
-    grad_x = torch.zeros_like(synthetic)
-    grad_lr = torch.zeros((), dtype=synthetic.dtype, device=synthetic.device)
-    soft = labels.requires_grad  # learnable label logits: accumulate their gradient like the pixels'
-    grad_y = torch.zeros_like(labels) if soft else None
-    for i in range(len(plans) - 1, -1, -1):
-        theta = thetas[i].requires_grad_(True)
-        xb, yb = source.batch(x, labels, plans[i])
-        g = _step_grad(fm, theta, xb, yb, create_graph=True)
-        gl = torch.dot(g, lam)
-        if soft:
-            h_theta, h_x, h_y = torch.autograd.grad(gl, [theta, x, labels])
-            grad_y.sub_(h_y, alpha=float(lr))  # ∂/∂y = -lr ∂g_i/∂y, like the pixels
-        else:
-            h_theta, h_x = torch.autograd.grad(gl, [theta, x])
-        # θ_{i+1} = θ_i - lr g_i(θ_i, x):  ∂/∂lr = -g_i,  ∂/∂x = -lr ∂g_i/∂x,  ∂/∂θ_i = I - lr H_i
-        grad_lr -= gl.detach()
-        grad_x.sub_(h_x, alpha=float(lr))
-        lam = lam - lr * h_theta
-        thetas[i] = None  # free as we go
-    if soft:
-        return loss.detach(), grad_x, grad_lr, grad_y
-    return loss.detach(), grad_x, grad_lr
-
-
-# --- the loop ----------------------------------------------------------------------------------
-
-
 class DistillationDiverged(RuntimeError):
-    """The run produced a non-finite loss or gradient, or a step size ``syn_lr <= 0``."""
+    """The run produced a non-finite loss, gradient or image, or a step size ``syn_lr <= 0``."""
 
 
 class ExpertSampler:
@@ -446,20 +173,18 @@ class ExpertSampler:
 
     def __init__(self, num_experts: int, max_start_epoch: int, seed: int) -> None:
         if num_experts < 1 or max_start_epoch < 1:
-            raise ValueError(f"need at least one expert and max_start_epoch >= 1, got {num_experts} and "
-                             f"{max_start_epoch}")
+            raise ValueError(f"need experts and max_start_epoch >= 1, got {num_experts} and {max_start_epoch}")
         self.num_experts, self.max_start_epoch = int(num_experts), int(max_start_epoch)
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def sample(self, low: int = 0, high: int | None = None) -> tuple[int, int]:
-        """The next ``(expert index, start epoch)``, the start epoch from ``[low, high)`` (default
-        ``[0, max_start_epoch)``; a start-epoch schedule passes its current window)."""
+        """The next ``(expert index, start epoch)``, the start epoch uniform in ``[low, high)``
+        (default ``[0, max_start_epoch)``; a start-epoch schedule passes its window)."""
         high = self.max_start_epoch if high is None else int(high)
         if not 0 <= low < high:
             raise ValueError(f"need 0 <= low < high for the start epochs, got [{low}, {high})")
         expert = int(torch.randint(self.num_experts, (1,), generator=self.generator))
-        start = int(low) + int(torch.randint(high - int(low), (1,), generator=self.generator))
-        return expert, start
+        return expert, int(low) + int(torch.randint(high - int(low), (1,), generator=self.generator))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same sequence of draws."""
@@ -469,22 +194,19 @@ class ExpertSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the counts must match)."""
         if (state["num_experts"], state["max_start_epoch"]) != (self.num_experts, self.max_start_epoch):
-            raise ValueError(f"the checkpoint sampled from {state['num_experts']} experts with max_start_epoch "
-                             f"{state['max_start_epoch']}, this run has {self.num_experts} and "
-                             f"{self.max_start_epoch}; resume with the same experts")
+            raise ValueError(f"the checkpoint sampled from {state['num_experts']} experts below start epoch "
+                             f"{state['max_start_epoch']}; resume with the same experts and max_start_epoch")
         self.generator.set_state(state["generator"])
 
 
-def _seeds(seed: int) -> tuple[int, int, int]:
-    """Independent seeds for initialisation, the loop's plans and the expert sampler."""
-    g = torch.Generator().manual_seed(int(seed))
-    return tuple(int(s) for s in torch.randint(2**62, (3,), generator=g))  # type: ignore[return-value]
+def run_seeds(seed: int) -> dict[str, int]:
+    """The independent seeds of a run: initialisation, the loop's plans and the expert sampler."""
+    return {name: derive_seed("mttlib.distill", int(seed), name) for name in ("init", "loop", "sampler")}
 
 
 @dataclass
 class Draw:
     """The randomness of one iteration: which expert, which start epoch, the student's plans."""
-
     expert: int
     start_epoch: int
     plans: list[dict[str, Any]]
@@ -494,83 +216,58 @@ class Draw:
 class Distiller:
     """The distillation state and one iteration at a time (:meth:`step`); no files.
 
-    ``source`` and ``init`` let other modes reuse the loop: texture mode passes its own batch
-    source and starting canvases ``(images, labels)``; by default the synthetic set is
-    ``config.ipc`` images per class from :func:`init_synthetic` and batches come from
-    :class:`ImageBatchSource` with the dataset's DSA.
+    ``source`` and ``init`` let texture mode reuse the loop with its own batch source and starting
+    canvases; by default the set is ``config.ipc`` images per class from :func:`init_synthetic`
+    and batches come from :class:`mttlib.matching.ImageBatchSource` with the dataset's DSA.
     """
 
     def __init__(self, config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, *,
-                 device: str | torch.device | None = None, source: BatchSource | None = None,
+                 device: str | torch.device | None = "auto", source: BatchSource | None = None,
                  init: tuple[Tensor, Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
-        from mttlib.models import FunctionalModel, make_model
-
         config.validate()
-        self.config = config
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype
-        if not experts:
-            raise ValueError("no expert trajectories given: train them first (mttlib.experts.ensure_experts "
-                             "or `python -m mttlib experts`)")
-        self.experts = list(experts)
+        self.config, self.dtype, self.experts = config, dtype, list(experts)
+        self.device = pick_device(device)
+        if not self.experts:
+            raise ValueError("no expert trajectories given: train them first (mttlib.experts.ensure_experts or "
+                             "`python -m mttlib experts`)")
         shortest = min(t.epochs for t in self.experts)
-        need = config.epochs_needed()
-        if need > shortest:
+        if config.epochs_needed() > shortest:
             name = "max_start_epoch" if config.max_start_epoch_end is None else "max_start_epoch_end"
-            highest = config.max_start_epoch_end or config.max_start_epoch
-            raise ValueError(f"{name}={highest} with expert_epochs={config.expert_epochs} "
-                             f"needs trajectories of at least {need} epochs, but the shortest expert has "
+            raise ValueError(f"{name}={getattr(config, name)} with expert_epochs={config.expert_epochs} needs "
+                             f"trajectories of at least {config.epochs_needed()} epochs, but the shortest expert has "
                              f"{shortest}: lower {name} or expert_epochs, or train longer experts")
-        meta_cfg = self.experts[0].meta.get("config", {}) if isinstance(self.experts[0].meta, dict) else {}
-        if "zca" in meta_cfg and bool(meta_cfg["zca"]) != bool(config.zca):
-            raise ValueError(f"the experts were trained with zca={meta_cfg['zca']} but this run has "
-                             f"zca={config.zca}: the synthetic images must live in the experts' space. "
-                             f"Use experts trained with zca={config.zca} or set zca={meta_cfg['zca']}")
-        if bool(config.zca) != (getattr(data, "zca", None) is not None):
-            raise ValueError(f"config.zca={config.zca} but the data {'has' if data.zca is not None else 'has no'} "
-                             f"ZCA: load it with load_dataset(name, zca={config.zca})")
-        model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
-        model = model.to(self.device)
+        expert_zca = self.experts[0].meta.get("config", {}).get("zca", config.zca)
+        if bool(expert_zca) != config.zca or config.zca != (data.zca is not None):
+            raise ValueError(f"zca must agree: the config has zca={config.zca}, the experts were trained with "
+                             f"zca={expert_zca} and the data is {'' if data.zca is not None else 'not '}whitened; "
+                             f"load the data with load_dataset(name, zca=...) and use experts of the same space")
+        model = make_model(config.model, data.channels, data.num_classes, data.image_size,
+                           **config.model_kwargs).to(self.device)
         for traj in self.experts:
             traj.check_model(model)
         self.fm = FunctionalModel(model)
-
-        init_seed, loop_seed, sampler_seed = _seeds(config.seed)
+        seeds = run_seeds(config.seed)
         label_epoch = config.max_start_epoch if config.label_epoch is None else config.label_epoch
-        uses_expert = config.soft_labels != "none" or config.init == "real-correct"
-        if uses_expert and (config.label_expert >= len(self.experts) or label_epoch > shortest):
-            raise ValueError(f"label_expert={config.label_expert} / label_epoch={label_epoch} name no snapshot: "
-                             f"there are {len(self.experts)} experts of at least {shortest} epochs")
+        if config.soft_labels != "none" or config.init == "real-correct":
+            if init is not None:
+                raise ValueError(f"soft_labels={config.soft_labels!r} and init={config.init!r}: soft labels and the "
+                                 "real-correct init need ordinary synthetic images (experts' outputs on them), not "
+                                 "given starting images (texture mode)")
+            if config.label_expert >= len(self.experts) or label_epoch > shortest:
+                raise ValueError(f"label_expert={config.label_expert} / label_epoch={label_epoch} name no snapshot: "
+                                 f"there are {len(self.experts)} experts of at least {shortest} epochs")
         if init is None:
-            eligible = None
-            if config.init == "real-correct":
-                eligible = followups.correctly_classified(self.fm, self.experts[config.label_expert][label_epoch], data,
-                                                device=self.device)
-            images, labels = init_synthetic(data, config.ipc, config.init,
-                                            torch.Generator().manual_seed(init_seed), eligible=eligible)
-        else:
-            if config.soft_labels != "none" or config.init == "real-correct":
-                raise ValueError(f"soft_labels={config.soft_labels!r} and init={config.init!r}: soft labels and "
-                                 f"the real-correct init need ordinary synthetic images (experts' outputs on "
-                                 f"them); they are not available with given starting images (texture mode)")
-            images, labels = init
-        self.images = images.detach().to(self.device, dtype).clone().requires_grad_(True)
-        self.labels = labels.detach().to(self.device, torch.long).clone()
-        self.label_logits: Tensor | None = None  # soft labels (followups): TESLA's fixed or DATM's learned
-        self.opt_label: torch.optim.Optimizer | None = None
-        if config.soft_labels != "none":
-            if tuple(self.images.shape[-2:]) != (data.image_size, data.image_size):
-                raise ValueError("soft labels need synthetic images of the experts' input size")
-            self.label_logits = followups.initial_label_logits(config, self.fm, self.experts, self.images, self.labels)
-            if config.soft_labels == "learn":
-                self.label_logits.requires_grad_(True)
-                self.opt_label = torch.optim.SGD([self.label_logits], lr=config.lr_label, momentum=0.9)
-        self.images_ema = self.images.detach().clone() if config.ema_decay is not None else None
+            eligible = followups.correctly_classified(self.fm, self.experts[config.label_expert][label_epoch], data,
+                                                      device=self.device) if config.init == "real-correct" else None
+            init = init_synthetic(data, config.ipc, config.init, torch.Generator().manual_seed(seeds["init"]),
+                                  eligible=eligible)
+        self.images = init[0].detach().to(self.device, dtype).clone().requires_grad_(True)
+        self.labels = init[1].detach().to(self.device, torch.long).clone()
+        self.extras = followups.Extras(config, self.fm, self.experts, self.images, self.labels)
         if source is None:
-            dsa = (DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None)
+            dsa = DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None
             source = ImageBatchSource(self.images.shape[0], tuple(self.images.shape[-2:]), config.batch_syn, dsa)
-        self.source = source
-        self.strategy = config.strategy
+        self.source, self.strategy = source, config.strategy
         if self.strategy == "auto":
             batch = min(config.batch_syn or self.images.shape[0], self.images.shape[0])
             self.strategy = choose_strategy(model, batch, (data.channels, data.image_size, data.image_size),
@@ -578,21 +275,28 @@ class Distiller:
         self.syn_lr = torch.tensor(float(config.lr_teacher), device=self.device, dtype=dtype, requires_grad=True)
         self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
         self.opt_lr = torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=0.5)
-        self.generator = torch.Generator().manual_seed(loop_seed)
-        self.sampler = ExpertSampler(len(self.experts), config.max_start_epoch, sampler_seed)
-        self.iteration = 0
-        self.metrics: list[dict[str, Any]] = []
+        self.generator = torch.Generator().manual_seed(seeds["loop"])
+        self.sampler = ExpertSampler(len(self.experts), config.max_start_epoch, seeds["sampler"])
+        self.iteration, self.metrics = 0, []
         self.last_jump = 0.0  # relative size of the last pixel update, for diagnosing divergence
+
+    @property
+    def label_logits(self) -> Tensor | None:
+        """The soft-label logits (TESLA's fixed or DATM's learned), or None."""
+        return self.extras.label_logits
+
+    @property
+    def images_ema(self) -> Tensor | None:
+        """FTD's moving average of the images, or None."""
+        return self.extras.images_ema
 
     def _likely_cause(self) -> str:
         lr_img, lr_lr = f"lr_img={self.config.lr_img:g}", f"lr_lr={self.config.lr_lr:g}"
         if self.last_jump > 0.5:
             jump = f"{100 * self.last_jump:.0f}%" if math.isfinite(self.last_jump) else "more than float32 holds"
-            return (f"Most likely {lr_img} is too high for this preset (try 10x lower): the last update "
-                    f"changed the pixels by {jump} of their norm. If lowering it does not "
-                    f"help, lower {lr_lr} (the step size's learning rate).")
-        return (f"Most likely {lr_lr} (the step size's learning rate) is too high (try 10x lower), or "
-                f"{lr_img} is too high for this preset.")
+            return (f"Most likely {lr_img} is too high for this preset (try 10x lower): the last update changed the "
+                    f"pixels by {jump} of their norm. If lowering it does not help, lower {lr_lr}.")
+        return f"Most likely {lr_lr} (the step size's learning rate) is too high (try 10x lower), or {lr_img} is."
 
     def draw(self) -> Draw:
         """The randomness of the next iteration (advances the sampler and the loop generator)."""
@@ -601,547 +305,81 @@ class Distiller:
         return Draw(expert, start, self.source.plans(self.config.syn_steps, self.generator), high)
 
     def segment(self, draw: Draw) -> tuple[Tensor, Tensor]:
-        """``(start, target)`` parameters of a draw, on the run's device and dtype."""
+        """``(start, target)``: the expert's parameters at the start epoch and ``expert_epochs`` later."""
         traj = self.experts[draw.expert]
-        start = traj[draw.start_epoch].to(self.device, self.dtype)
-        target = traj[draw.start_epoch + self.config.expert_epochs].to(self.device, self.dtype)
-        return start, target
+        return (traj[draw.start_epoch].to(self.device, self.dtype),
+                traj[draw.start_epoch + self.config.expert_epochs].to(self.device, self.dtype))
 
     def step(self) -> dict[str, Any]:
         """One iteration: draw, meta-gradient, SGD update of pixels and ``syn_lr``; returns its metrics.
 
-        Raises :class:`DistillationDiverged` (and leaves the state as it was before the update
-        when the loss or a gradient is not finite).
+        Raises :class:`DistillationDiverged`, before any update when the loss or a gradient is
+        not finite, naming the likely cause.
         """
-        began = time.perf_counter()
-        draw = self.draw()
+        began, draw = time.perf_counter(), self.draw()
         start, target = self.segment(draw)
         labels = self.labels if self.label_logits is None else self.label_logits
         loss, grad_images, grad_lr, *grad_labels = meta_gradient(self.fm, start, target, self.images, labels,
                                                                  self.syn_lr, draw.plans, self.source, self.strategy)
-        lr_used = float(self.syn_lr.detach())
-        if not (torch.isfinite(loss) and all(torch.isfinite(g).all() for g in (grad_lr, grad_images, *grad_labels))):
+        lr_used, where = float(self.syn_lr.detach()), f"at iteration {self.iteration}"
+        if not all(torch.isfinite(g).all() for g in (loss, grad_lr, grad_images, *grad_labels)):
             what = "loss" if not torch.isfinite(loss) else "gradient"
-            raise DistillationDiverged(
-                f"the matching {what} is not finite at iteration {self.iteration} (loss {float(loss):.4g}, "
-                f"syn_lr {lr_used:.4g}). {self._likely_cause()}")
+            raise DistillationDiverged(f"the matching {what} is not finite {where} (loss {float(loss):.4g}, syn_lr "
+                                       f"{lr_used:.4g}). {self._likely_cause()}")
         before = self.images.detach().clone()
-        self.images.grad = grad_images
-        self.syn_lr.grad = grad_lr.reshape(())
+        self.images.grad, self.syn_lr.grad = grad_images, grad_lr.reshape(())
         self.opt_img.step()
         self.opt_lr.step()
         self.images.grad = self.syn_lr.grad = None
-        if self.opt_label is not None:  # DATM: the label logits learn too
-            self.label_logits.grad = grad_labels[0]
-            self.opt_label.step()
-            self.label_logits.grad = None
-        if self.images_ema is not None:  # FTD: moving average of the images
-            followups.ema_update(self.images_ema, self.images, self.config.ema_decay)
+        try:
+            self.extras.update(grad_labels, self.images)
+        except FloatingPointError as err:
+            raise DistillationDiverged(f"{err} ({where})") from None
         with torch.no_grad():
             self.last_jump = float((self.images - before).norm() / before.norm().clamp_min(1e-12))
-        if self.opt_label is not None and not torch.isfinite(self.label_logits).all():
-            raise DistillationDiverged(
-                f"the soft-label logits became non-finite at iteration {self.iteration}: lr_label="
-                f"{self.config.lr_label:g} is too high (try 10x lower).")
         if not torch.isfinite(self.images).all():
-            raise DistillationDiverged(
-                f"the synthetic pixels became non-finite at iteration {self.iteration}: lr_img="
-                f"{self.config.lr_img:g} is too high for this preset (try 10x lower).")
+            raise DistillationDiverged(f"the synthetic pixels became non-finite {where}: lr_img="
+                                       f"{self.config.lr_img:g} is too high for this preset (try 10x lower).")
         if not float(self.syn_lr.detach()) > 0:
-            raise DistillationDiverged(
-                f"the learned step size syn_lr became {float(self.syn_lr.detach()):.4g} (<= 0) at iteration "
-                f"{self.iteration}: a student cannot train with it. {self._likely_cause()}")
+            raise DistillationDiverged(f"the learned step size syn_lr became {float(self.syn_lr.detach()):.4g} "
+                                       f"(<= 0) {where}: a student cannot train with it. {self._likely_cause()}")
         record = {"iteration": self.iteration, "loss": float(loss), "syn_lr": lr_used,
-                  "start_epoch": draw.start_epoch, "expert": draw.expert,
-                  "seconds": time.perf_counter() - began}
+                  "start_epoch": draw.start_epoch, "expert": draw.expert, "seconds": time.perf_counter() - began}
         if self.config.max_start_epoch_end is not None:
             record["start_upper"] = draw.start_upper
         self.iteration += 1
         self.metrics.append(record)
         return record
 
-    # --- state ---
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit for bit (tensors on the CPU, plain values)."""
-        cuda = None
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            cuda = torch.cuda.get_rng_state_all()
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "iteration": self.iteration,
-            "images": self.images.detach().cpu().clone(),
-            "labels": self.labels.cpu().clone(),
-            "syn_lr": self.syn_lr.detach().cpu().clone(),
-            "opt_img": _to_cpu(self.opt_img.state_dict()),
-            "opt_lr": _to_cpu(self.opt_lr.state_dict()),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda, "loop": self.generator.get_state()},
-            "sampler": self.sampler.state_dict(),
-            "metrics": [dict(m) for m in self.metrics],
-            "config": self.config.to_dict(),
-            **self._followup_state(),
-        }
-
-    def _followup_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}  # nothing when the follow-ups are off: the checkpoint stays as it was
-        if self.label_logits is not None:
-            out["label_logits"] = self.label_logits.detach().cpu().clone()
-        if self.opt_label is not None:
-            out["opt_label"] = _to_cpu(self.opt_label.state_dict())
-        if self.images_ema is not None:
-            out["images_ema"] = self.images_ema.detach().cpu().clone()
-        return out
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return {"format": CHECKPOINT_FORMAT, "iteration": self.iteration, "images": self.images.detach().cpu().clone(),
+                "labels": self.labels.cpu().clone(), "syn_lr": self.syn_lr.detach().cpu().clone(),
+                "opt_img": self.opt_img.state_dict(), "opt_lr": self.opt_lr.state_dict(),
+                "rng": {"cpu": torch.get_rng_state(), "cuda": cuda, "loop": self.generator.get_state()},
+                "sampler": self.sampler.state_dict(), "metrics": [dict(m) for m in self.metrics],
+                "config": self.config.to_dict(), **self.extras.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`; the learning rates of ``self.config`` win."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise CorruptFileError(f"not a distillation checkpoint (format {state.get('format')!r}, expected "
-                                   f"{CHECKPOINT_FORMAT!r})")
+            raise CorruptFileError(f"not a distillation checkpoint (format {state.get('format')!r})")
         if tuple(state["images"].shape) != tuple(self.images.shape):
-            raise ValueError(f"the checkpoint holds images of shape {tuple(state['images'].shape)}, this run "
-                             f"makes {tuple(self.images.shape)}; resume with the same dataset, ipc and mode")
+            raise ValueError(f"the checkpoint holds images of shape {tuple(state['images'].shape)}, this run makes "
+                             f"{tuple(self.images.shape)}; resume with the same dataset, ipc and mode")
         with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device, self.dtype))
-            self.syn_lr.copy_(state["syn_lr"].to(self.device, self.dtype))
+            self.images.copy_(state["images"])
+            self.syn_lr.copy_(state["syn_lr"])
         self.labels = state["labels"].to(self.device)
-        self.opt_img.load_state_dict(state["opt_img"])
-        self.opt_lr.load_state_dict(state["opt_lr"])
-        for key, have in (("label_logits", self.label_logits), ("opt_label", self.opt_label),
-                          ("images_ema", self.images_ema)):
-            if (have is None) != (key not in state):
-                raise ValueError(f"the checkpoint {'lacks' if have is not None else 'holds'} {key}: it was made "
-                                 f"with other follow-up options (soft_labels, ema_decay); resume with the same")
-        with torch.no_grad():
-            if self.label_logits is not None:
-                self.label_logits.copy_(state["label_logits"].to(self.device, self.dtype))
-            if self.images_ema is not None:
-                self.images_ema.copy_(state["images_ema"].to(self.device, self.dtype))
-        if self.opt_label is not None:
-            self.opt_label.load_state_dict(state["opt_label"])
-        for opt, lr in ((self.opt_img, self.config.lr_img), (self.opt_lr, self.config.lr_lr),
-                        (self.opt_label, self.config.lr_label)):
-            for group in (opt.param_groups if opt is not None else []):
+        self.extras.load_state_dict(state)
+        for opt, lr in ((self.opt_img, self.config.lr_img), (self.opt_lr, self.config.lr_lr)):
+            opt.load_state_dict(state["opt_" + ("img" if opt is self.opt_img else "lr")])
+            for group in opt.param_groups:
                 group["lr"] = lr
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"].get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.generator.set_state(state["rng"]["loop"])
         self.sampler.load_state_dict(state["sampler"])
-        self.iteration = int(state["iteration"])
-        self.metrics = [dict(m) for m in state["metrics"]]
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-# --- the run folder ----------------------------------------------------------------------------
-
-
-@dataclass
-class DistillResult:
-    """What a run produced: the synthetic set, its learned step size, metrics and the folder."""
-
-    images: Tensor
-    labels: Tensor
-    syn_lr: float
-    metrics: list[dict[str, Any]]
-    config: DistillConfig
-    out_dir: Path | None = None
-    soft_labels: Tensor | None = None  # [N, classes] probabilities, when the run used soft labels
-    label_logits: Tensor | None = None  # their logits (soft_labels = softmax(label_logits))
-    images_ema: Tensor | None = None  # the moving average of the images, when ema_decay was set
-
-
-def _versions() -> dict[str, str]:
-    import mttlib
-
-    return {"mttlib": mttlib.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _distilled(distiller: Distiller) -> dict[str, Any]:
-    out = {"format": DISTILLED_FORMAT, "images": distiller.images.detach().cpu().clone(),
-           "labels": distiller.labels.cpu().clone(), "syn_lr": float(distiller.syn_lr.detach()),
-           "iteration": distiller.iteration, "config": distiller.config.to_dict()}
-    if distiller.config.zca:  # which whitening the images live in (evaluation refuses another)
-        out["zca_recipe"] = ZCA_RECIPE
-    out.update(_followup_outputs(distiller))
-    return out
-
-
-def _followup_outputs(distiller: Distiller) -> dict[str, Tensor]:
-    """``soft_labels`` (probabilities), ``label_logits`` and ``images_ema``, where the run has them."""
-    out = {}
-    if distiller.label_logits is not None:
-        out["label_logits"] = distiller.label_logits.detach().cpu().clone()
-        out["soft_labels"] = F.softmax(out["label_logits"].float(), dim=1)
-    if distiller.images_ema is not None:
-        out["images_ema"] = distiller.images_ema.detach().cpu().clone()
-    return out
-
-
-def _snapshot(distiller: Distiller, out: Path) -> None:
-    # half precision halves the files of an animation; it is for display, not for resuming
-    atomic_save({"iteration": distiller.iteration, "images": distiller.images.detach().cpu().half(),
-                 "labels": distiller.labels.cpu(), "syn_lr": float(distiller.syn_lr.detach())},
-                out / "snapshots" / f"iter_{distiller.iteration:06d}.pt")
-
-
-def _check_resumable(saved: dict[str, Any], config: DistillConfig, path: Path) -> None:
-    now = config.to_dict()
-    # a field the saved run did not have yet had its default (runs made before the follow-ups)
-    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig) if f.default is not dataclasses.MISSING}
-    differ = [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in now
-              if k not in DistillConfig.TUNABLE and saved.get(k, defaults.get(k)) != now[k]]
-    if differ:
-        raise ValueError(f"cannot resume {path}: the run was made with a different configuration "
-                         f"({'; '.join(differ)}). Resume with the same settings (only "
-                         f"{', '.join(DistillConfig.TUNABLE)} may change), or start a new run in another folder.")
-
-
-def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, out_dir: str | Path | None, *,
-            device: str | torch.device | None = None, resume: bool = False, progress: bool = True,
-            source: BatchSource | None = None, init: tuple[Tensor, Tensor] | None = None,
-            callback: Callable[[dict[str, Any]], None] | None = None, extra_config: dict | None = None,
-            ) -> DistillResult:
-    """Run (or continue) a distillation, writing the run folder ``out_dir``.
-
-    The folder gets ``config.json`` (config, data, experts, versions), ``metrics.jsonl`` (one
-    line per iteration), ``checkpoint.pt`` and ``distilled.pt`` every ``config.checkpoint_every``
-    iterations and at the end, and ``snapshots/iter_NNNNNN.pt`` every ``config.snapshot_every``.
-    All files are written atomically. ``resume=True`` continues from ``checkpoint.pt`` and ends
-    with the same result as an uninterrupted run (bit for bit on the CPU); without it an existing
-    checkpoint is an error, so no run is overwritten by accident. ``out_dir=None`` writes nothing.
-
-    A non-finite loss or ``syn_lr <= 0`` raises :class:`DistillationDiverged`; the last
-    checkpoint (all good states) is kept. ``callback(metrics)`` is called after every iteration
-    (and after its files are written). ``source``/``init``: see :class:`Distiller`.
-    """
-    out = Path(out_dir) if out_dir is not None else None
-    distiller = Distiller(config, experts, data, device=device, source=source, init=init)
-    ckpt = out / "checkpoint.pt" if out is not None else None
-    if out is not None:
-        if ckpt.exists() and not resume:
-            raise FileExistsError(f"{out} already holds a distillation run (checkpoint.pt). Pass resume=True "
-                                  f"(--resume) to continue it, or choose another output folder.")
-        resumed = False
-        if resume and ckpt.exists():
-            state = safe_load(ckpt)
-            _check_resumable(state["config"], config, ckpt)
-            distiller.load_state_dict(state)
-            resumed = True
-        record = {"config": config.to_dict(), "data": data.describe() if hasattr(data, "describe") else None,
-                  "experts": {"count": len(experts), "epochs": [t.epochs for t in experts],
-                              "config": experts[0].meta.get("config") if isinstance(experts[0].meta, dict) else None},
-                  "seeds": dict(zip(("init", "loop", "sampler"), _seeds(config.seed)), seed=config.seed),
-                  "device": str(distiller.device), "strategy": distiller.strategy, "versions": _versions(),
-                  "batch_source": repr(distiller.source), **(extra_config or {})}
-        if resumed:
-            record["resumed_from_iteration"] = distiller.iteration
-        atomic_write_json(record, out / "config.json")
-        # metrics.jsonl holds exactly the iterations of the state we continue from
-        atomic_write_text("".join(json.dumps(m) + "\n" for m in distiller.metrics), out / "metrics.jsonl")
-        if distiller.iteration == 0:
-            _snapshot(distiller, out)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distill", unit="it",
-                   dynamic_ncols=True)
-    try:
-        while distiller.iteration < config.iterations:
-            try:
-                m = distiller.step()
-            except DistillationDiverged as err:
-                where = (f" The last good checkpoint ({ckpt}, iteration {_ckpt_iteration(ckpt)}) is kept: lower the "
-                         f"learning rate and continue it with resume=True (--resume)." if ckpt is not None and
-                         ckpt.exists() else "")
-                raise DistillationDiverged(f"{err}{where}") from None
-            it = distiller.iteration
-            if out is not None:
-                with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(m) + "\n")
-                if it % config.snapshot_every == 0 or it == config.iterations:
-                    _snapshot(distiller, out)
-                if it % config.checkpoint_every == 0 or it == config.iterations:
-                    atomic_save(distiller.state_dict(), ckpt)
-                    atomic_save(_distilled(distiller), out / "distilled.pt")
-            if bar is not None:
-                bar.set_postfix(loss=f"{m['loss']:.4f}", syn_lr=f"{float(distiller.syn_lr.detach()):.4g}",
-                                s_it=f"{m['seconds']:.2f}", refresh=False)
-                bar.update(1)
-            if callback is not None:
-                callback(m)
-    finally:
-        if bar is not None:
-            bar.close()
-    return DistillResult(images=distiller.images.detach().clone(), labels=distiller.labels.clone(),
-                         syn_lr=float(distiller.syn_lr.detach()), metrics=list(distiller.metrics), config=config,
-                         out_dir=out, **_followup_outputs(distiller))
-
-
-def _ckpt_iteration(path: Path) -> int | str:
-    try:
-        return int(safe_load(path)["iteration"])
-    except Exception:  # the message is informative either way
-        return "?"
-
-
-def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read ``distilled.pt`` (a path, or a run folder): ``images``, ``labels``, ``syn_lr``, ``config``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "distilled.pt"
-    d = safe_load(path, map_location=device)
-    if not isinstance(d, dict) or not {"images", "labels", "syn_lr"} <= set(d):
-        raise CorruptFileError(f"{path} is not a distilled set (needs images, labels, syn_lr); distilled sets are "
-                               f"written by mttlib.distill.distill or `python -m mttlib distill`")
-    return d
-
-
-def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
-    """The run's image snapshots ``[(iteration, images float32), ...]`` in iteration order."""
-    folder = Path(run_dir)
-    folder = folder / "snapshots" if (folder / "snapshots").is_dir() else folder
-    files = sorted(folder.glob("iter_*.pt"))
-    if not files:
-        raise FileNotFoundError(f"no snapshots (iter_NNNNNN.pt) in {folder}; a distillation run writes them "
-                                f"every snapshot_every iterations")
-    out = []
-    for f in files:
-        d = safe_load(f)
-        out.append((int(d["iteration"]), d["images"].float()))
-    return out
-
-
-# --- memory ------------------------------------------------------------------------------------
-
-
-def step_activation_bytes(model: nn.Module, batch: int, image_shape: Sequence[int]) -> int:
-    """Bytes autograd keeps for one student step on ``batch`` images (measured, not guessed).
-
-    Runs one forward and one ``create_graph`` backward (what a differentiable student step
-    records) at batch sizes 1 and 2 on ``model``'s device, counts the distinct storages autograd
-    saves for later (through saved-tensor hooks) and extrapolates linearly to ``batch``.
-    """
-    from mttlib.models import FunctionalModel
-
-    fm = FunctionalModel(model)
-    param = next(model.parameters())
-    sizes = []
-    for n in (1, 2):
-        seen: dict[int, int] = {}
-
-        def pack(t: Tensor) -> Tensor:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        theta = fm.flatten().to(param.device).requires_grad_(True)
-        x = torch.zeros(n, *image_shape, device=param.device, requires_grad=True)
-        y = torch.zeros(n, dtype=torch.long, device=param.device)
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            g = _step_grad(fm, theta, x, y, create_graph=True)
-            _ = theta - 0.01 * g
-        sizes.append(sum(seen.values()))
-    per_image = max(sizes[1] - sizes[0], 0)
-    return int(sizes[0] + per_image * (batch - 1))
-
-
-# Calibration against measured peaks (benchmarks/bench_distill.py: ConvNet, CIFAR-10 shape, CPU):
-# an unrolled step costs about 1.2x the bytes autograd saves for it (buffers that live alongside),
-# and the backward pass adds about one step more; recompute holds one step's graph plus the
-# gradient buffers of its double backward, about 2.5 steps.
-_UNROLL_PER_STEP, _UNROLL_EXTRA, _RECOMPUTE_STEPS = 1.2, 1.0, 2.5
-
-
-def estimate_memory(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int, strategy: str, *,
-                    num_images: int | None = None) -> int:
-    """Estimated peak bytes of one distillation iteration beyond the Python/PyTorch baseline.
-
-    Based on :func:`step_activation_bytes` (measured on ``model`` at each call), calibrated on
-    measured peaks: ``unroll`` keeps every step's graph, ``(1.2 syn_steps + 1) x step``;
-    ``recompute`` keeps one step's graph and the parameters after every step,
-    ``2.5 x step + (syn_steps + 2) x parameters``. Both add the synthetic images three times
-    (values, gradient, momentum). ``batch`` is the images per student step (``batch_syn``, or
-    the whole set); ``num_images`` the size of the set (default ``batch``).
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    step = step_activation_bytes(model, batch, image_shape)
-    param_bytes = 4 * sum(p.numel() for p in model.parameters())
-    images = 3 * 4 * (num_images or batch) * math.prod(image_shape)
-    if strategy == "unroll":
-        return int((_UNROLL_PER_STEP * syn_steps + _UNROLL_EXTRA) * step + 2 * param_bytes + images)
-    return int(_RECOMPUTE_STEPS * step + (syn_steps + 2) * param_bytes + images)
-
-
-def _device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume a small laptop
-        return 8 * 2**30
-
-
-def choose_strategy(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int,
-                    device: str | torch.device | None = None, budget: float = 0.25) -> str:
-    """``"unroll"`` if its :func:`estimate_memory` fits in ``budget`` of the device's total memory
-    (RAM for the CPU), else ``"recompute"``. Deterministic on a given machine, so a resumed run
-    makes the same choice."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    need = estimate_memory(model, batch, image_shape, syn_steps, "unroll")
-    return "unroll" if need <= budget * _device_memory(device) else "recompute"
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the system.
-
-    Every distillation iteration allocates and frees the same large activation buffers; by
-    default glibc hands blocks above 128 KiB-32 MiB back to the kernel, which then zero-fills
-    fresh pages on the next iteration. Measured with ``benchmarks/bench_distill.py --ipc 10 --steps 10
-    --iters 2 --no-ipc50`` with and without ``--keep-freed-memory`` (CIFAR-10 shape, width 128, 2-core
-    CPU): about 23 % less wall time per iteration for both strategies (unroll 17.7 -> 13.7 s,
-    recompute 16.5 -> 12.7 s) for 2-7 % more peak memory. This raises the thresholds for the whole process,
-    so the command line calls it and a library call does not. Returns False where it does not
-    apply (not Linux/glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
-
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
-             "iterations", "init", "strategy", "seed", "checkpoint_every", "snapshot_every",
-             "soft_labels", "lr_label", "label_epoch", "label_expert", "min_start_epoch", "max_start_epoch_end",
-             "start_epoch_rise", "ema_decay")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib distill``: distill a dataset from trained experts into a run folder."""
-    from mttlib.presets import SIZES, get_preset
-
-    p = argparse.ArgumentParser(prog="python -m mttlib distill",
-                                description="Distill a synthetic set by matching expert training trajectories.")
-    p.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini)")
-    p.add_argument("--ipc", type=int, default=1, help="synthetic images per class (default 1)")
-    p.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
-    p.add_argument("--experts", default=None, help="experts folder (default: the preset's under the runs folder)")
-    p.add_argument("--out", default=None, help="run folder (default <runs>/distill/<dataset>-ipc<N>-<preset>)")
-    p.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
-    p.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
-    p.add_argument("--strategy", choices=STRATEGIES + ("auto",), default=None,
-                   help="meta-gradient strategy (default auto: unroll if it fits in a quarter of the memory)")
-    p.add_argument("--iterations", type=int, default=None, help="distillation iterations")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--gif", action="store_true", help="write distillation.gif from the snapshots at the end")
-    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
-                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
-                      ("checkpoint-every", int), ("snapshot-every", int)):
-        p.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
-    p.add_argument("--init", choices=INITS, default=None,
-                   help="override the preset's init (real-correct: real images an expert classifies correctly)")
-    f = p.add_argument_group("follow-ups beyond the paper (mttlib.followups; all off by default)")
-    f.add_argument("--followup", action="append", default=[], metavar="NAME",
-                   help="apply a follow-up bundle of mttlib.presets.FOLLOWUPS (tesla, datm-labels, datm-schedule, "
-                        "datm, ftd-ema); repeat to combine; single options below win over it")
-    f.add_argument("--soft-labels", choices=("none", "fixed", "learn"), default=None,
-                   help="fixed: TESLA's expert soft labels; learn: DATM's learned label logits")
-    for name, typ, text in (("lr-label", float, "learning rate of the learned label logits"),
-                            ("label-epoch", int, "expert snapshot for soft labels and real-correct (default "
-                                                 "max_start_epoch)"),
-                            ("label-expert", int, "expert for TESLA's labels and real-correct (default 0)"),
-                            ("min-start-epoch", int, "lowest start epoch (DATM)"),
-                            ("max-start-epoch-end", int, "upper start epoch at the end of the rise (DATM)"),
-                            ("start-epoch-rise", int, "iterations over which the upper start epoch rises"),
-                            ("ema-decay", float, "keep a moving average of the images with this decay (FTD)")):
-        f.add_argument(f"--{name}", type=typ, default=None, help=text)
-    args = p.parse_args(argv)
-
-    from mttlib.data import load_dataset
-    from mttlib.experts import ExpertConfig, expert_dir, load_experts
-    from mttlib.models import make_model
-    from mttlib.paths import runs_dir
-
-    try:
-        preset = get_preset(args.dataset, args.ipc, args.preset)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    try:
-        from mttlib.presets import followup_overrides
-
-        config = DistillConfig.from_preset(preset, **{**followup_overrides(args.followup, preset), **_overrides(args)})
-    except (ValueError, KeyError) as err:
-        p.error(str(err.args[0] if isinstance(err, KeyError) else err))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_dataset(args.dataset, args.data_root, zca=config.zca)
-    config = config.replace(dataset=data.name)
-    experts_path = Path(args.experts) if args.experts else expert_dir(
-        args.runs, ExpertConfig.from_preset(preset, dataset=data.name))
-    out = Path(args.out) if args.out else runs_dir(args.runs) / "distill" / (
-        f"{data.name}-ipc{args.ipc}-{args.preset}".replace(":", "_").replace("/", "_"))
-    try:
-        experts = load_experts(experts_path)
-    except FileNotFoundError as err:
-        print(f"error: {err}\nTrain them first, e.g. `python -m mttlib experts --dataset {args.dataset} ...`.",
-              file=sys.stderr)
-        return 2
-
-    model = make_model(config.model, data.channels, data.num_classes, data.image_size, **config.model_kwargs)
-    model = model.to(device)
-    n_images = data.num_classes * config.ipc
-    batch = min(config.batch_syn or n_images, n_images)
-    shape = (data.channels, data.image_size, data.image_size)
-    print(f"distilling {args.dataset} at ipc {config.ipc} ({preset.name}) from {len(experts)} experts in "
-          f"{experts_path} into {out} on {device}")
-    print("estimated memory per iteration (measured activations of one student step, beyond PyTorch itself):")
-    chosen = config.strategy if config.strategy != "auto" else choose_strategy(model, batch, shape, config.syn_steps)
-    for strategy in STRATEGIES:
-        est = estimate_memory(model, batch, shape, config.syn_steps, strategy, num_images=n_images)
-        mark = "  <- this run" if strategy == chosen else ""
-        print(f"  {strategy:<9} {est / 2**30:7.2f} GiB{mark}")
-    if device == "cpu" or str(device).startswith("cpu"):
-        keep_freed_memory()  # this process only distils: trade returned memory for speed
-    try:
-        result = distill(config, experts, data, out, device=device, resume=args.resume,
-                         progress=not args.no_progress)
-    except (DistillationDiverged, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"done: {len(result.images)} images, learned syn_lr {result.syn_lr:.5g}, final loss "
-          f"{result.metrics[-1]['loss']:.4f}; distilled set in {out / 'distilled.pt'}")
-    if args.gif:
-        from mttlib.viz import distillation_gif
-
-        path = distillation_gif(out, data, out / "distillation.gif")
-        print(f"animation: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))
+        self.iteration, self.metrics = int(state["iteration"]), [dict(m) for m in state["metrics"]]

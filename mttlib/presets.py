@@ -1,20 +1,9 @@
-"""Hyper-parameters of trajectory matching, per dataset and images per class (ipc).
-
-Three sizes share one code path (see :func:`get_preset`):
-
-* ``paper`` -- the published hyper-parameters of *Dataset Distillation by Matching Training
-  Trajectories* (CVPR 2022) for CIFAR-10, CIFAR-100, Tiny ImageNet and the ImageNet subsets.
-  They are meant for a GPU: a CIFAR-10 iteration at ipc 10 takes seconds there and tens of
-  seconds on a laptop CPU.
-* ``classroom`` -- the embedded ``cifar10-mini`` subset at ipc 1 and 10 with a narrow ConvNet,
-  tuned (and timed) to show the method working in minutes on a 2-core CPU.
-* ``smoke`` -- seconds, for continuous integration; it shows that the code runs, not that it
-  learns.
-
-The reference code publishes its table only as an image; each entry's ``source`` says where its
-numbers come from and ``note`` records every choice we made where sources disagree. Every entry
-is a :class:`Preset`, plain data that :meth:`mttlib.distill.DistillConfig.from_preset` turns into
-a run configuration.
+"""Hyper-parameters of trajectory matching, per dataset, images per class (ipc) and size: ``paper``
+(the published values for CIFAR-10/100, Tiny ImageNet and the ImageNet subsets, for a GPU),
+``classroom`` (``cifar10-mini`` in minutes on a 2-core CPU) and ``smoke`` (seconds, for CI). The
+reference publishes its table only as an image: each entry's ``source`` says where its numbers come
+from, its ``note`` what was chosen where sources disagree. :data:`FOLLOWUPS` bundles switch on the
+follow-ups. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -23,43 +12,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mttlib.imagenet import IMAGENET_SUBSETS  # the paper's ten-class subsets, as imagenet:<subset>
+
 __all__ = ["Preset", "SIZES", "IMAGENET_SUBSETS", "get_preset", "list_presets", "presets_table"]
 
 SIZES = ("paper", "classroom", "smoke")
 
-# The ImageNet subsets of the paper (ten classes each, 128x128 images, ConvNet of depth 5), as
-# ``mttlib.data.load_dataset`` names them (``imagenet:<subset>``).
-IMAGENET_SUBSETS = ("imagenette", "imagewoof", "imagefruit", "imagemeow", "imagesquawk", "imageyellow",
-                    "imageblub")
-
 
 @dataclass(frozen=True)
 class Preset:
-    """One set of distillation hyper-parameters.
+    """One set of distillation hyper-parameters, filed under ``dataset/ipcN/size``.
 
-    Attributes:
-        dataset: dataset name as :func:`mttlib.data.load_dataset` knows it (``cifar10``,
-            ``cifar100``, ``cifar10-mini``, ``tiny-imagenet``, ``imagenet:<subset>``).
-        ipc: synthetic images per class.
-        size: ``paper``, ``classroom`` or ``smoke``.
-        model: network name for :func:`mttlib.models.make_model`.
-        model_kwargs: its overrides (e.g. ``{"width": 32}``).
-        zca: whether images (real, experts' and synthetic) live in ZCA-whitened space.
-        syn_steps: student SGD steps per iteration (N).
-        expert_epochs: expert epochs the student must cover (M).
-        max_start_epoch: start epochs are drawn uniformly from ``[0, max_start_epoch)`` (T+).
-        batch_syn: synthetic images per student step (``None``: all of them).
-        lr_img: learning rate of the pixels (SGD, momentum 0.5).
-        lr_lr: learning rate of the learnable student step size ``syn_lr``.
-        lr_teacher: initial ``syn_lr``.
-        iterations: distillation iterations.
-        init: ``real`` (random real images of each class) or ``noise``.
-        expert_train_epochs: epochs each expert is trained for (its trajectory has this many
-            snapshots plus one).
-        num_experts: experts to train (the paper uses 100).
-        checkpoint_every: iterations between checkpoints (and snapshots for the animation).
-        source: where the numbers come from.
-        note: choices made, typos corrected, anything a user should know.
+    The fields mirror :class:`mttlib.distill.DistillConfig` (``syn_steps`` N, ``expert_epochs``
+    M, ``max_start_epoch`` T+, ``batch_syn`` None for all images, the learning rates, ``zca``,
+    ``init``) plus the experts they need (``expert_train_epochs``, ``num_experts``: the paper
+    trains 100 of 50 epochs), ``source`` (where the numbers come from) and ``note`` (choices made
+    where sources disagree, typos corrected).
     """
 
     dataset: str
@@ -120,20 +88,16 @@ def _paper(dataset: str, ipc: int, model: str, n: int, m: int, t: int, lr_img: f
 
 
 _CIFAR10_IPC10_NOTE = (
-    "lr_img: the value printed for CIFAR-10 ipc 10 in the reference README's table is a typo, "
-    "confirmed by the first author in the reference repository's issue 'CIFAR 10 ipc 10 "
-    "Hyperparameters' (with the printed value syn_lr explodes; users report stable runs with "
-    "lr_img 100 or 1000; the corrected value was never posted). We use lr_img=100 with "
-    "lr_lr=1e-05 and lr_teacher=0.001, the row DC-BENCH lists as provided by the author. "
-    "If a run is unstable, try lr_img=1000 before anything larger.")
+    "lr_img: the value printed for CIFAR-10 ipc 10 in the reference README's table is a typo, confirmed by the "
+    "first author in the reference repository's issue 'CIFAR 10 ipc 10 Hyperparameters' (with it syn_lr "
+    "explodes; users report stable runs with lr_img 100 or 1000). We use lr_img=100 with lr_lr=1e-05 and "
+    "lr_teacher=0.001, the row DC-BENCH lists as provided by the author; if a run is unstable, try 1000.")
 
 _IMAGENET_LR_NOTE = (
-    "The published lr_img for the ImageNet subsets conflicts: the reference README's example "
-    "command uses lr_img=1000 with lr_lr=1e-06 (the value used here); the first author, answering "
-    "the reference repository's issue 'What is the training time for the distillation stage?', "
-    "gives --lr_img=100000 --lr_lr=1e-06 for all ImageNet runs; the FTD authors, quoting MTT's "
-    "settings for the subsets, give lr_img=10000 with lr_lr=1e-04. Try 1000 first; if the "
-    "images barely change, go up by factors of 10.")
+    "The published lr_img for the ImageNet subsets conflicts: the reference README's example command uses "
+    "lr_img=1000 with lr_lr=1e-06 (used here); the first author, in the reference repository's issue 'What is "
+    "the training time for the distillation stage?', gives lr_img=100000, lr_lr=1e-06; the FTD authors, quoting "
+    "MTT, give lr_img=10000, lr_lr=1e-04. Try 1000 first; if the images barely change, go up by factors of 10.")
 
 _ENTRIES: list[Preset] = [
     # CIFAR-10: ConvNet of depth 3 (the default for 32 px), width 128
@@ -172,16 +136,12 @@ for _subset in IMAGENET_SUBSETS:  # 128 px, ConvNet of depth 5
 _CLASSROOM_SOURCE = ("tuned for this kit on cifar10-mini (2-core CPU); structure follows the "
                      "paper's CIFAR-10 rows (ConvNet depth 3, real init, SGD momentum 0.5)")
 _ENTRIES += [
-    Preset(dataset="cifar10-mini", ipc=1, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=12, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
+    Preset(dataset="cifar10-mini", ipc=ipc, size="classroom", model="convnet", model_kwargs={"width": 32},
+           syn_steps=steps, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
            zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
            source=_CLASSROOM_SOURCE,
-           note="No ZCA so the images read directly. See the kit's README for measured run times."),
-    Preset(dataset="cifar10-mini", ipc=10, size="classroom", model="convnet", model_kwargs={"width": 32},
-           syn_steps=15, expert_epochs=2, max_start_epoch=4, lr_img=1000.0, lr_lr=1e-6, lr_teacher=0.01,
-           zca=False, iterations=100, expert_train_epochs=5, num_experts=3, checkpoint_every=10,
-           source=_CLASSROOM_SOURCE,
-           note="No ZCA so the images read directly. See the kit's README for measured run times."),
+           note="No ZCA so the images read directly. See the kit's README for measured run times.")
+    for ipc, steps in ((1, 12), (10, 15))
 ]
 
 # Smoke: seconds, any ipc on the embedded data.
@@ -217,9 +177,9 @@ def _dataset_key(dataset: str) -> str:
 def get_preset(dataset: str, ipc: int, size: str = "paper") -> Preset:
     """The hyper-parameters for ``dataset`` at ``ipc`` images per class and ``size``.
 
-    Dataset names are case-insensitive; ``CIFAR10``, ``cifar-10``, ``Tiny``, ``imagenette`` and
-    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. Raises ``KeyError`` naming the presets that exist when
-    there is none for this combination.
+    Names are case-insensitive; ``CIFAR10``, ``cifar-10``, ``Tiny``, ``imagenette`` and
+    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. Raises
+    ``KeyError`` naming the presets that exist when there is none for this combination.
     """
     if size not in SIZES:
         raise ValueError(f"unknown preset size {size!r}; choose one of {', '.join(SIZES)}")
@@ -243,32 +203,19 @@ def presets_table(size: str | None = "paper") -> str:
     """The presets as a Markdown table (for notebooks and the README)."""
     cols = ("dataset", "ipc", "model", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
             "zca", "lr_img", "lr_lr", "lr_teacher", "iterations")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for p in list_presets(size):
-        row = []
-        for c in cols:
-            v = getattr(p, c)
-            row.append("all" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    cell = lambda v: "all" if v is None else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = ["| " + " | ".join(cell(getattr(p, c)) for c in cols) + " |" for p in list_presets(size)]
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows])
 
 
-# --- beyond the paper: follow-up option bundles ---------------------------------------------------
-#
-# Each bundle is a set of mttlib.distill.DistillConfig fields (see mttlib.followups) that switches
-# one follow-up on, applied on top of any preset: ``followup_overrides(["tesla"], preset)`` gives
-# the overrides for DistillConfig.from_preset(preset, **overrides), and `python -m mttlib distill
-# --followup tesla` does the same. Values that depend on the length of the run or of the experts
-# are derived from the preset.
+# --- beyond the paper: follow-up option bundles (DistillConfig overrides derived from a preset) ----
 
 __all__ += ["FOLLOWUPS", "followup_overrides"]
 
 
 def _start_schedule(p: Preset) -> dict[str, Any]:
-    # DATM: the window of start epochs widens during the run. Here its upper end starts at half the
-    # preset's max_start_epoch and rises to the full value over the first half of the iterations,
-    # so the run needs no longer experts than the preset does (with max_start_epoch 1 it rises to
-    # 2 where the experts are long enough).
+    # DATM's widening window: from half the preset's max_start_epoch to all of it over the first half of
+    # the run, so it needs no longer experts than the preset (max_start_epoch 1 rises to 2 where they fit)
     low = max(1, p.max_start_epoch // 2)
     last = p.expert_train_epochs - p.expert_epochs + 1
     end = max(p.max_start_epoch, min(2 * low, last))
@@ -277,16 +224,13 @@ def _start_schedule(p: Preset) -> dict[str, Any]:
 
 
 def _ema_decay(p: Preset) -> dict[str, Any]:
-    # FTD evaluates a moving average of the images; its runs of thousands of iterations use a decay
-    # near 0.999. A short run needs a shorter memory, or the average stays near the initial images:
-    # the decay is chosen so that the initial images weigh about e^-3 (5 %) at the end of the run
-    # (at least 0.5, for runs of a few iterations).
+    # FTD's long runs use a decay near 0.999; a short run needs a shorter memory, so the initial images
+    # weigh about e^-3 (5 %) at the end of the run (decay at least 0.5)
     return {"ema_decay": min(0.999, max(0.5, round(1.0 - 3.0 / p.iterations, 4)))}
 
 
 def _datm_labels(p: Preset) -> dict[str, Any]:
-    # lr_label: a value chosen for this kit (the learned logits move by a few tenths over a
-    # classroom run); DATM's own scripts tune it per dataset and ipc.
+    # lr_label chosen for this kit (the logits move a few tenths in a classroom run); DATM tunes it per set
     return {"soft_labels": "learn", "lr_label": 2.0}
 
 

@@ -1,493 +1,252 @@
 """Tileable textures by dataset distillation (*Wearable ImageNet*, Cazenavette et al. 2022).
 
-In texture mode each synthetic sample is a *canvas* larger than the dataset's images
-(``canvas_size`` times the image side, e.g. 64x64 for 32 px images). The student network never
-sees a canvas whole: at every student step it is fed random crops of image size taken with
-circular (toroidal) wrap-around, so a crop that runs off the right edge continues at the left
-edge and one that runs off the bottom continues at the top. Every pixel of the canvas is
-therefore trained to agree with its neighbours *across* the borders too, and the finished canvas
-tiles seamlessly: laid out side by side it shows no seams.
-
-What lives here:
-
-* the primitives: :func:`random_offsets`, :func:`toroidal_crop`, :func:`tile`;
-* initialisation: :func:`init_canvases` (noise, or real images of the class tiled in);
-* :class:`TextureBatchSource`, the batch source the distillation loop calls in texture mode
-  (``wrap=False`` gives the control without wrap-around);
-* :func:`distill_textures` (with :func:`texture_config` and :func:`texture_source`): texture
-  mode run by :func:`mttlib.distill.distill`, so checkpoints, resume, metrics and snapshots are
-  the loop's; :func:`load_textures` reads the result;
-* evaluation with crops: :func:`crop_transform`, :func:`evaluate_textures`;
-* the seam measures :func:`seam_ratio` and :func:`seam_score`, and :func:`export_pngs`;
-* :func:`tiling_widget` for the classroom, and ``python -m mttlib texture distill|export``
-  (:func:`cli`).
-
-Texture mode works in pixel space only: :func:`check_texture_data` refuses ZCA-whitened data.
-"""
+Each synthetic sample is a *canvas* ``canvas_size`` image sides wide. The student sees only crops taken
+with wrap-around (*toroidal*: off the right edge back in at the left, off the bottom at the top), so the
+canvas learns to tile without seams (``wrap=False`` is the control). The loop is :func:`mttlib.run.distill`."""
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
-import os
 import re
-import sys
+from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from mttlib.augment import DSA, DSAParams
+from mttlib.data import ImageData
+from mttlib.distill import DistillConfig
+from mttlib.io import atomic_write_bytes, safe_load
+from mttlib.presets import get_preset
+from mttlib.run import DistillResult, distill
 
-if TYPE_CHECKING:  # imported for type hints only, so this module loads without them
-    from mttlib.data import ImageData
-    from mttlib.distill import DistillConfig, DistillResult
-
-__all__ = [
-    "random_offsets",
-    "toroidal_crop",
-    "tile",
-    "seam_ratio",
-    "seam_score",
-    "check_texture_data",
-    "class_indices",
-    "init_canvases",
-    "TextureBatchSource",
-    "TEXTURE_PRESET_CHANGES",
-    "texture_config",
-    "texture_source",
-    "distill_textures",
-    "load_textures",
-    "crop_transform",
-    "class_subset",
-    "evaluate_textures",
-    "export_pngs",
-    "tiling_widget",
-    "cli",
-]
+__all__ = ["random_offsets", "toroidal_crop", "tile", "seam_ratio", "seam_score", "check_texture_data",
+           "class_indices", "init_canvases", "TextureBatchSource", "TEXTURE_PRESET_CHANGES", "texture_config",
+           "distill_textures", "load_textures", "crop_transform", "class_subset", "export_pngs", "StoredPixels"]
 
 Size = int | tuple[int, int]
+_NO_ZCA = "texture mode cannot use ZCA (no inverse for a larger canvas); use zca=False and experts trained without ZCA"
 
 
 def _pair(size: Size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-# --- primitives --------------------------------------------------------------------------------
-
-
+# --- crops, tiling and seams -------------------------------------------------------------------
 def random_offsets(n: int, canvas_hw: Size, generator: torch.Generator | None = None) -> Tensor:
-    """``n`` crop offsets ``(row, col)`` drawn uniformly over every canvas position, on the CPU.
-
-    Rows are uniform over ``0 .. H-1`` and columns over ``0 .. W-1``: with wrap-around every
-    position is a valid top-left corner, so no position is favoured. Returns int64 ``[n, 2]``.
-    """
+    """``n`` crop corners ``(row, col)``, uniform over every canvas position: int64 ``[n, 2]`` on the CPU."""
     h, w = _pair(canvas_hw)
-    if n < 0 or h < 1 or w < 1:
-        raise ValueError(f"need n >= 0 and a positive canvas size, got n={n}, canvas_hw={(h, w)}")
-    rows = torch.randint(h, (n,), generator=generator)
-    cols = torch.randint(w, (n,), generator=generator)
-    return torch.stack([rows, cols], 1)
+    return torch.stack([torch.randint(h, (n,), generator=generator), torch.randint(w, (n,), generator=generator)], 1)
 
 
 def toroidal_crop(canvases: Tensor, offsets: Tensor, size: Size, index: Tensor | None = None) -> Tensor:
-    """Crop ``size`` patches out of ``canvases`` ``[N, C, H, W]`` with circular wrap-around.
+    """Crops of ``size`` from ``canvases`` ``[N, C, H, W]`` with wrap-around: ``[M, C, h, w]``.
 
-    Crop ``m`` has its top-left corner at ``offsets[m] = (row, col)`` of canvas ``index[m]``
-    (``index`` defaults to ``0 .. N-1``, one crop per canvas):
-    ``out[m, :, i, j] = canvases[index[m], :, (row + i) % H, (col + j) % W]``.
-    One gather, no loop over samples; differentiable in ``canvases`` (each crop pixel's gradient
-    lands on exactly the canvas pixel it was read from). Returns ``[M, C, h, w]``.
-    """
-    if canvases.dim() != 4:
-        raise ValueError(f"canvases must be a batch [N, C, H, W], got shape {tuple(canvases.shape)}")
-    n, _, big_h, big_w = canvases.shape
-    h, w = _pair(size)
-    if h < 1 or w < 1:
-        raise ValueError(f"crop size must be positive, got {(h, w)}")
-    offsets = torch.as_tensor(offsets, device=canvases.device).long()
-    if offsets.dim() != 2 or offsets.shape[1] != 2:
-        raise ValueError(f"offsets must be [M, 2] (row, col), got shape {tuple(offsets.shape)}")
-    if index is None:
-        if offsets.shape[0] != n:
-            raise ValueError(f"{offsets.shape[0]} offsets for {n} canvases; pass one offset per canvas, "
-                             "or an `index` saying which canvas each crop comes from")
-        index = torch.arange(n, device=canvases.device)
-    else:
-        index = torch.as_tensor(index, device=canvases.device).long()
-        if index.shape != offsets.shape[:1]:
-            raise ValueError(f"index has shape {tuple(index.shape)} but there are {offsets.shape[0]} offsets")
-    rows = (offsets[:, :1] + torch.arange(h, device=canvases.device)) % big_h  # [M, h]
-    cols = (offsets[:, 1:] + torch.arange(w, device=canvases.device)) % big_w  # [M, w]
+    ``out[m, :, i, j] = canvases[index[m], :, (row + i) % H, (col + j) % W]``, ``(row, col) = offsets[m]``,
+    ``index`` by default one crop per canvas. One gather: each crop pixel's gradient lands on the pixel it was
+    read from. Taught in notebook ``04_tileable_textures``."""
+    (h, w), dev = _pair(size), canvases.device
+    offsets = torch.as_tensor(offsets, device=dev).long()
+    index = torch.arange(len(canvases), device=dev) if index is None else torch.as_tensor(index, device=dev).long()
+    if canvases.dim() != 4 or index.dim() != 1 or offsets.shape != (len(index), 2) or h < 1 or w < 1:
+        raise ValueError(f"need canvases [N, C, H, W], offsets [M, 2] (M = N or an `index` [M]), a size > 0; got "
+                         f"{tuple(canvases.shape)}, {tuple(offsets.shape)}, {tuple(index.shape)}, {(h, w)}")
+    rows = (offsets[:, :1] + torch.arange(h, device=dev)) % canvases.shape[-2]  # [M, h]
+    cols = (offsets[:, 1:] + torch.arange(w, device=dev)) % canvases.shape[-1]  # [M, w]
     # advanced indices separated by a slice: the indexed dims come first -> [M, h, w, C]
-    patches = canvases[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return patches.permute(0, 3, 1, 2).contiguous()
+    return canvases[index[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def tile(canvas: Tensor, rows: int, cols: int) -> Tensor:
-    """Lay ``canvas`` (``[C, H, W]`` or ``[N, C, H, W]``) out ``rows`` x ``cols`` times."""
-    if canvas.dim() not in (3, 4):
-        raise ValueError(f"tile expects [C, H, W] or [N, C, H, W], got shape {tuple(canvas.shape)}")
-    if rows < 1 or cols < 1:
-        raise ValueError(f"rows and cols must be at least 1, got {rows} x {cols}")
+    """``canvas`` [..., H, W] repeated rows x cols times. Taught in notebook ``04_tileable_textures``."""
     return canvas.repeat(*([1] * (canvas.dim() - 2)), rows, cols)
 
 
 def seam_ratio(canvas: Tensor) -> float | Tensor:
-    """How visible the wrap-around seams of a canvas are; about 1 means seamless.
+    """Mean absolute change across the wrap-around borders over that between neighbours inside: 1 is seamless.
 
-    The mean absolute pixel difference across the wrap-around edges (last row against first row,
-    last column against first column), divided by the mean absolute difference between
-    neighbouring rows and columns inside the canvas. A canvas that tiles seamlessly changes no
-    more across its borders than inside (ratio around 1; a smooth periodic pattern gives a value
-    between 0 and about 1.6 depending on where the border cuts its phase, noise about 1); a
-    photograph's opposite edges do not match, so its ratio is well above 1.
-
-    A ratio well *below* 1 is a seam too, of the other kind: a border that changes less than the
-    inside, such as the band of barely trained pixels that distillation without wrap-around
-    leaves along the edges (the crops rarely reach them). :func:`seam_score` counts both kinds.
-
-    ``[C, H, W]`` gives a float; ``[N, C, H, W]`` a tensor ``[N]``.
-    """
+    A photo's edges do not match (well above 1); well *below* 1 is a faint frame, such as the untrained border
+    of crops without wrap-around. ``[C, H, W]`` gives a float, ``[N, C, H, W]`` a tensor ``[N]``. Taught in
+    notebook ``04_tileable_textures``."""
     if canvas.dim() not in (3, 4) or canvas.shape[-1] < 3 or canvas.shape[-2] < 3:
-        raise ValueError(f"seam_ratio expects [C, H, W] or [N, C, H, W] with H, W >= 3, "
-                         f"got shape {tuple(canvas.shape)}")
-    x = canvas.detach().double()
-    single = x.dim() == 3
-    if single:
-        x = x.unsqueeze(0)
-    wrap = torch.cat([(x[:, :, -1, :] - x[:, :, 0, :]).abs().flatten(1),
-                      (x[:, :, :, -1] - x[:, :, :, 0]).abs().flatten(1)], 1)
-    inner = torch.cat([(x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1),
-                       (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1)], 1)
+        raise ValueError(f"seam_ratio expects [C, H, W] or [N, C, H, W] with H, W >= 3, got {tuple(canvas.shape)}")
+    x = canvas.detach().double().view(-1, *canvas.shape[-3:])
+    wrap = torch.cat([(x[:, :, -1] - x[:, :, 0]).abs().flatten(1), (x[..., -1] - x[..., 0]).abs().flatten(1)], 1)
+    inner = torch.cat([(x[:, :, 1:] - x[:, :, :-1]).abs().flatten(1), (x[..., 1:] - x[..., :-1]).abs().flatten(1)], 1)
     ratio = wrap.mean(1) / inner.mean(1).clamp_min(1e-12)
-    return float(ratio[0]) if single else ratio.float()
+    return float(ratio[0]) if canvas.dim() == 3 else ratio.float()
 
 
 def seam_score(canvas: Tensor) -> float | Tensor:
-    """How far the seams are from invisible: ``|ln seam_ratio(canvas)|``; 0 means seamless.
-
-    It treats both kinds of seam alike: a cut (the border changes more than the inside, ratio
-    above 1) and a flat frame (it changes less, ratio below 1); a ratio of 2 and one of 0.5 both
-    score ``ln 2 = 0.69``. ``[C, H, W]`` gives a float; ``[N, C, H, W]`` a tensor ``[N]``.
-    """
+    """``|ln seam_ratio|``: 0 is seamless; cuts and frames count alike. Taught in notebook ``04_tileable_textures``."""
     ratio = seam_ratio(canvas)
-    if isinstance(ratio, float):
-        return abs(math.log(max(ratio, 1e-12)))
-    return ratio.clamp_min(1e-12).log().abs()
+    return abs(math.log(max(ratio, 1e-12))) if isinstance(ratio, float) else ratio.clamp_min(1e-12).log().abs()
 
 
-# --- data and initialisation -------------------------------------------------------------------
-
-
+# --- data and starting canvases ----------------------------------------------------------------
 def check_texture_data(data: ImageData) -> None:
     """Raise a clear error if ``data`` cannot be used in texture mode (ZCA-whitened data)."""
     if getattr(data, "zca", None) is not None:
-        raise ValueError(
-            f"Texture mode needs data in pixel space, but {data.name!r} was loaded with ZCA whitening. "
-            "ZCA is fitted on whole images of the dataset's size, so a larger canvas has no pixel-space "
-            "inverse: it could be neither shown nor tiled, and a whitened canvas does not tile in pixel "
-            "space. The expert trajectories must also match the data's preprocessing. Load the dataset "
-            f"without ZCA (load_dataset({data.name!r}, zca=False)) and use experts trained without ZCA "
-            "(ExpertConfig(zca=False))."
-        )
+        raise ValueError(f"Texture mode needs pixel-space data, but {data.name!r} is ZCA-whitened (a canvas would not "
+                         f"tile): use load_dataset({data.name!r}, zca=False) and experts trained with zca=False.")
 
 
 def class_indices(data: ImageData, classes: Sequence[int | str] | str | None) -> list[int]:
-    """Class indices from indices or names, in the order given (``None``: all classes).
+    """Class indices from indices or names (or one string ``"airplane,ship"``) in the order given; ``None``: all.
 
-    ``classes`` may also be one comma-separated string (``"airplane,ship"`` or ``"0,8"``).
-    Unknown names, indices out of range and repeats raise a ``ValueError``.
-    """
-    if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    Unknown names, bad indices, repeats raise. Taught in notebook ``04_tileable_textures``."""
     if classes is None:
         return list(range(data.num_classes))
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
     out: list[int] = []
     for item in classes:
         if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
             if item not in data.classes:
                 raise ValueError(f"unknown class {item!r}; {data.name} has {', '.join(data.classes)}")
-            index = data.classes.index(item)
-        else:
-            index = int(item)
-        if not 0 <= index < data.num_classes:
-            raise ValueError(f"class index {index} is out of range: {data.name} has classes 0..{data.num_classes - 1}")
-        if index in out:
-            raise ValueError(f"class {data.classes[index]!r} is listed twice in classes={list(classes)}")
-        out.append(index)
+            item = data.classes.index(item)
+        if not 0 <= int(item) < data.num_classes:
+            raise ValueError(f"class index {item} is out of range: {data.name} has classes 0..{data.num_classes - 1}")
+        if int(item) in out:
+            raise ValueError(f"class {data.classes[int(item)]!r} is listed twice in classes={list(classes)}")
+        out.append(int(item))
     if not out:
         raise ValueError("classes is empty; pass None for all classes or at least one class")
     return out
 
 
-def _canvas_side(data: ImageData, canvas_size: int) -> int:
-    if int(canvas_size) != canvas_size or canvas_size < 1:
-        raise ValueError(f"canvas_size must be a positive integer (canvas side in image sides), got {canvas_size}")
-    return int(canvas_size) * data.image_size
+def init_canvases(data: ImageData, per_class: int, canvas_size: int = 2, init: str = "noise",
+                  generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                  classes: Sequence[int | str] | None = None) -> tuple[Tensor, Tensor]:
+    """Starting canvases ``[K * per_class, C, S, S]`` (``S = canvas_size * image_size``) and labels.
 
-
-def init_canvases(
-    data: ImageData,
-    per_class: int,
-    canvas_size: int = 2,
-    init: str = "noise",
-    generator: torch.Generator | None = None,
-    device: str | torch.device | None = None,
-    classes: Sequence[int] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Starting canvases for texture distillation: ``(canvases, labels)``, class by class.
-
-    ``canvases`` is float32 ``[K * per_class, C, S, S]`` with ``S = canvas_size * image_size`` in
-    the data's preprocessed (normalised) space; ``labels`` int64, ``per_class`` canvases of the
-    first class, then of the second, ... ``classes`` picks the classes (indices into
-    ``data.classes``, kept as labels; default all ``K = num_classes`` of them).
-
-    * ``init="noise"``: standard normal pixels;
-    * ``init="real"``: each canvas is a ``canvas_size x canvas_size`` grid of real training
-      images of its class, all different within a canvas (and across canvases while the class
-      has enough images).
-    """
+    Class by class (``classes``, default all), normalised. ``init="noise"``: normal pixels; ``"real"``: a
+    grid of different training images of the class. Taught in notebook ``04_tileable_textures``."""
     check_texture_data(data)
-    if per_class < 1:
-        raise ValueError(f"per_class must be at least 1, got {per_class}")
-    side = _canvas_side(data, canvas_size)
-    wanted = class_indices(data, classes)
-    k, c, s = len(wanted), data.channels, int(canvas_size)
+    if per_class < 1 or int(canvas_size) != canvas_size or canvas_size < 1:
+        raise ValueError(f"per_class and canvas_size must be positive integers, got {per_class} and {canvas_size}")
+    s, h, c, wanted = int(canvas_size), data.image_size, data.channels, class_indices(data, classes)
+    n, side = len(wanted) * per_class, s * h
     labels = torch.tensor(wanted, dtype=torch.long).repeat_interleave(per_class)
     if init == "noise":
-        canvases = torch.randn(k * per_class, c, side, side, generator=generator)
-        return canvases.to(device or "cpu"), labels.to(device or "cpu")
+        return torch.randn(n, c, side, side, generator=generator).to(device or "cpu"), labels.to(device or "cpu")
     if init != "real":
         raise ValueError(f"unknown init {init!r}; use 'noise' or 'real'")
     chosen = []
-    train_labels = data.train_labels.cpu()
     for cls in wanted:
-        pool = (train_labels == cls).nonzero().flatten()
-        need = per_class * s * s
+        pool = (data.train_labels.cpu() == cls).nonzero().flatten()
         if len(pool) < s * s:
-            raise ValueError(f"class {data.classes[cls]!r} has {len(pool)} training images but a "
-                             f"{s}x{s} canvas needs {s * s} different ones; use a smaller canvas_size "
-                             "or init='noise'")
-        if len(pool) >= need:  # all different
-            picks = pool[torch.randperm(len(pool), generator=generator)[:need]]
+            raise ValueError(f"class {data.classes[cls]!r} has {len(pool)} training images but a {s}x{s} canvas "
+                             f"needs {s * s} different ones; use a smaller canvas_size or init='noise'")
+        if len(pool) >= per_class * s * s:  # all different
+            chosen.append(pool[torch.randperm(len(pool), generator=generator)[:per_class * s * s]])
         else:  # different within each canvas
-            picks = torch.cat([pool[torch.randperm(len(pool), generator=generator)[: s * s]]
-                               for _ in range(per_class)])
-        chosen.append(picks)
-    index = torch.cat(chosen)
-    images = data.preprocess(data.train_images[index], device=device)  # [K*ipc*s*s, C, h, w]
-    h = w = data.image_size
-    grid = images.view(k * per_class, s, s, c, h, w).permute(0, 3, 1, 4, 2, 5)
-    canvases = grid.reshape(k * per_class, c, s * h, s * w).contiguous()
+            chosen += [pool[torch.randperm(len(pool), generator=generator)[:s * s]] for _ in range(per_class)]
+    images = data.preprocess(data.train_images[torch.cat(chosen)], device=device)  # [n * s * s, C, h, h]
+    canvases = images.view(n, s, s, c, h, h).permute(0, 3, 1, 4, 2, 5).reshape(n, c, side, side).contiguous()
     return canvases, labels.to(canvases.device)
 
 
 # --- the batch source of texture mode ----------------------------------------------------------
-
-
+@dataclass
 class TextureBatchSource:
-    """Synthetic batches of random toroidal crops, for the distillation loop.
+    """The student's batches in texture mode: random toroidal crops of the canvases, then DSA.
 
-    Each student step uses a set of canvases (all of them, or a chunk of ``batch_canvases`` from
-    a fresh permutation per distillation iteration, as normal mode does with images), takes
-    ``canvas_samples`` random crops of ``image_size`` from each, then applies ``dsa`` (no
-    augmentation if ``None``). Crops of one canvas are consecutive in the batch and its label is
-    repeated for each of them.
+    Per step: all canvases or a chunk of ``batch_canvases`` (from a permutation), ``canvas_samples`` crops
+    from each; ``wrap=False`` keeps crops inside. :meth:`plans` draws the randomness, :meth:`batch` replays
+    a plan exactly (``BatchSource`` of :mod:`mttlib.matching`). Taught in notebook ``04_tileable_textures``."""
 
-    ``wrap=False`` is the control experiment, not texture mode: crops stay fully inside the
-    canvas (top-left corners uniform over the positions where the crop fits), so nothing ever
-    ties the left edge to the right edge or the top to the bottom.
+    num_canvases: int
+    canvas_hw: Size
+    image_size: Size
+    canvas_samples: int = 1
+    batch_canvases: int | None = None
+    dsa: DSA | None = None
+    wrap: bool = True
 
-    :meth:`plans` draws all the randomness of one iteration up front, as CPU tensors;
-    :meth:`batch` is deterministic given a plan, so replaying a plan rebuilds the batch exactly.
-    """
-
-    def __init__(self, num_canvases: int, canvas_hw: Size, image_size: Size, canvas_samples: int = 1,
-                 batch_canvases: int | None = None, dsa: DSA | None = None, wrap: bool = True) -> None:
-        if num_canvases < 1 or canvas_samples < 1:
-            raise ValueError(f"need num_canvases >= 1 and canvas_samples >= 1, got {num_canvases} "
-                             f"and {canvas_samples}")
-        if batch_canvases is not None and batch_canvases < 1:
-            raise ValueError(f"batch_canvases must be positive or None (all canvases), got {batch_canvases}")
-        self.num_canvases = int(num_canvases)
-        self.canvas_hw = _pair(canvas_hw)
-        self.image_size = _pair(image_size)
-        if not wrap and (self.image_size[0] > self.canvas_hw[0] or self.image_size[1] > self.canvas_hw[1]):
-            raise ValueError(f"crops of {self.image_size} do not fit inside canvases of {self.canvas_hw}; "
-                             "without wrap-around the canvas must be at least the crop size")
-        self.canvas_samples = int(canvas_samples)
-        self.batch_canvases = None if batch_canvases is None or batch_canvases >= num_canvases else int(batch_canvases)
-        self.dsa = dsa
-        self.wrap = bool(wrap)
-
-    def __repr__(self) -> str:
-        return (f"TextureBatchSource(num_canvases={self.num_canvases}, canvas_hw={self.canvas_hw}, "
-                f"image_size={self.image_size}, canvas_samples={self.canvas_samples}, "
-                f"batch_canvases={self.batch_canvases}, dsa={self.dsa!r}, wrap={self.wrap})")
-
-    def _chunks(self, num_steps: int, generator: torch.Generator | None) -> list[Tensor]:
-        if self.batch_canvases is None:
-            return [torch.arange(self.num_canvases) for _ in range(num_steps)]
-        chunks: list[Tensor] = []
-        while len(chunks) < num_steps:  # as many permutations as the steps use up
-            chunks += list(torch.randperm(self.num_canvases, generator=generator).split(self.batch_canvases))
-        return chunks[:num_steps]
+    def __post_init__(self) -> None:
+        self.canvas_hw, self.image_size = _pair(self.canvas_hw), _pair(self.image_size)
+        if min(self.num_canvases, self.canvas_samples, 1 if self.batch_canvases is None else self.batch_canvases) < 1:
+            raise ValueError(f"num_canvases, canvas_samples and batch_canvases (None: all) must be at least 1, got "
+                             f"{self.num_canvases}, {self.canvas_samples} and {self.batch_canvases}")
+        if not self.wrap and any(i > c for i, c in zip(self.image_size, self.canvas_hw)):
+            raise ValueError(f"crops of {self.image_size} do not fit inside canvases of {self.canvas_hw} without wrap")
+        if self.batch_canvases is not None and self.batch_canvases >= self.num_canvases:
+            self.batch_canvases = None
 
     def plans(self, num_steps: int, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
-        """All the randomness of ``num_steps`` student steps, one dict per step (CPU tensors).
-
-        Keys: ``index`` int64 ``[B]`` (the canvases used), ``offsets`` int64 ``[B, canvas_samples,
-        2]`` (top-left corners of the crops), ``dsa`` (:class:`~mttlib.augment.DSAParams` for the
-        ``B * canvas_samples`` crops).
-        """
+        """Per step, CPU tensors: ``index`` ``[B]``, ``offsets`` ``[B, canvas_samples, 2]``, ``dsa`` params."""
+        chunks: list[Tensor] = []
+        while len(chunks) < num_steps:  # as many permutations as the steps use up
+            chunks += ([torch.arange(self.num_canvases)] if self.batch_canvases is None else
+                       list(torch.randperm(self.num_canvases, generator=generator).split(self.batch_canvases)))
+        room = self.canvas_hw if self.wrap else tuple(c - i + 1 for c, i in zip(self.canvas_hw, self.image_size))
         out = []
-        for index in self._chunks(num_steps, generator):
-            b = len(index)
-            if self.wrap:
-                offsets = random_offsets(b * self.canvas_samples, self.canvas_hw, generator)
-            else:  # the control without wrap-around: top-left corners that keep the crop inside
-                room = (self.canvas_hw[0] - self.image_size[0] + 1, self.canvas_hw[1] - self.image_size[1] + 1)
-                offsets = random_offsets(b * self.canvas_samples, room, generator)
-            m = b * self.canvas_samples
+        for index in chunks[:num_steps]:
+            m = len(index) * self.canvas_samples
+            offsets = random_offsets(m, room, generator).view(len(index), self.canvas_samples, 2)
             dsa = self.dsa.sample(m, self.image_size, generator) if self.dsa is not None else DSAParams("none")
-            out.append({"index": index, "offsets": offsets.view(b, self.canvas_samples, 2), "dsa": dsa})
+            out.append({"index": index, "offsets": offsets, "dsa": dsa})
         return out
 
     def batch(self, canvases: Tensor, labels: Tensor, plan: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """The step's batch ``(x, y)``: crops of the plan's canvases, then DSA; differentiable in ``canvases``."""
         if tuple(canvases.shape[-2:]) != self.canvas_hw or canvases.shape[0] != self.num_canvases:
-            raise ValueError(f"this source was made for {self.num_canvases} canvases of {self.canvas_hw}, "
-                             f"got shape {tuple(canvases.shape)}")
-        k = self.canvas_samples
-        index = plan["index"].to(canvases.device).repeat_interleave(k)
+            raise ValueError(f"this source was made for {self.num_canvases} canvases of {self.canvas_hw}, got "
+                             f"{tuple(canvases.shape)}")
+        index = plan["index"].to(canvases.device).repeat_interleave(self.canvas_samples)
         x = toroidal_crop(canvases, plan["offsets"].reshape(-1, 2), self.image_size, index=index)
-        if self.dsa is not None:
-            x = self.dsa.apply(x, plan["dsa"])
-        return x, labels[index]
+        return (self.dsa.apply(x, plan["dsa"]) if self.dsa is not None else x), labels[index]
 
 
-# --- texture distillation ----------------------------------------------------------------------
+# --- the texture-mode run ----------------------------------------------------------------------
+_RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")  # a resumed run must keep these
 
-# texture settings that must not change when a run is resumed (they shape what was computed)
-_RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")
-
-# Texture mode's changes to the normal-mode presets, per size. Canvases start as noise, so early
-# student steps lead away from the experts (matching loss above 1) and the gradient on syn_lr
-# is large: with the classroom preset's lr_lr 1e-6 syn_lr turned negative within about ten
-# iterations (cifar10-mini, 4 classes). Measured on a 2-core CPU for the classroom size: 200
-# iterations of 10 student steps, lr_img 1000 and lr_lr 1e-7 give textures that tile and learn.
-# Smoke takes a large pixel step so that its 8 iterations already move the canvases well beyond
-# their starting noise (enough to tell texture mode from its control in continuous integration).
-# The paper size keeps the published values (the reference texture run uses the ImageNet row).
+# Canvases start as noise (real photos take long to lose their borders), so syn_lr's gradient is large at first
+# and classroom's lr_lr 1e-6 turned it negative; a large pixel step lets smoke's 8 iterations tell the control apart.
 TEXTURE_PRESET_CHANGES: dict[str, dict[str, Any]] = {
     "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 100},
-    "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8},
-    "paper": {},
-}
+    "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8}, "paper": {}}
 
 
 def texture_config(dataset: str, ipc: int = 1, preset: str = "classroom", **overrides: Any) -> DistillConfig:
-    """The run configuration of texture mode: the preset's hyper-parameters, noise init, no ZCA.
-
-    ``preset`` is a size of :func:`mttlib.presets.get_preset` (``paper``, ``classroom`` or
-    ``smoke``), changed for texture mode by :data:`TEXTURE_PRESET_CHANGES`; ``overrides`` are
-    :class:`mttlib.distill.DistillConfig` fields and win over both (``None`` values are
-    ignored). Texture mode works in pixel space, so ``zca`` is always False (the paper's CIFAR
-    presets whiten; texture runs use experts trained without ZCA), and ``init`` defaults to
-    ``"noise"``: the reference code warns that real images take very long to lose their borders.
-    """
-    from mttlib.distill import DistillConfig
-    from mttlib.presets import get_preset
-
+    """The preset (``paper``, ``classroom``, ``smoke``) with :data:`TEXTURE_PRESET_CHANGES`, noise init, no ZCA;
+    ``overrides`` (``None`` ignored) win. Taught in notebook ``04_tileable_textures``."""
     if overrides.get("zca"):
-        raise ValueError("texture mode cannot use ZCA (a canvas larger than the images has no pixel-space "
-                         "inverse); use zca=False and experts trained without ZCA")
-    found = get_preset(dataset, ipc, preset)
+        raise ValueError(_NO_ZCA)
     changes = {**TEXTURE_PRESET_CHANGES.get(preset, {}), "init": "noise"}
-    changes.update({k: v for k, v in overrides.items() if v is not None})
-    changes["zca"] = False
-    return DistillConfig.from_preset(found, **changes)
+    changes.update({k: v for k, v in overrides.items() if v is not None}, zca=False)
+    return DistillConfig.from_preset(get_preset(dataset, ipc, preset), **changes)
 
 
-def texture_source(config: DistillConfig, data: ImageData, num_canvases: int, canvas_size: int = 2,
-                   canvas_samples: int = 1, wrap: bool = True) -> TextureBatchSource:
-    """The :class:`TextureBatchSource` of a run: ``config.batch_syn`` canvases per step (``None``:
-    all), ``canvas_samples`` crops of the data's image size from each, the dataset's DSA when
-    ``config.dsa`` (``config.dsa_strategy`` if set)."""
-    side = _canvas_side(data, canvas_size)
-    dsa = DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None
-    return TextureBatchSource(num_canvases, side, data.image_size, canvas_samples, config.batch_syn, dsa, wrap=wrap)
+def distill_textures(data: ImageData, experts: Sequence[Any], out_dir: str | Path | None, *,
+                     config: DistillConfig | None = None, ipc: int = 1, canvas_size: int = 2, canvas_samples: int = 1,
+                     init: str = "noise", classes: Sequence[int | str] | None = None, preset: str = "classroom",
+                     wrap: bool = True, device: str | torch.device | None = None, progress: bool = True,
+                     resume: bool = False, callback: Callable[[dict[str, Any]], None] | None = None,
+                     **overrides: Any) -> DistillResult:
+    """Distill ``ipc`` tileable canvases per class with :func:`mttlib.run.distill`.
 
-
-def distill_textures(
-    data: ImageData,
-    experts: Sequence[Any],
-    out_dir: str | Path | None,
-    *,
-    config: DistillConfig | None = None,
-    ipc: int = 1,
-    canvas_size: int = 2,
-    canvas_samples: int = 1,
-    init: str = "noise",
-    classes: Sequence[int | str] | None = None,
-    preset: str = "classroom",
-    wrap: bool = True,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    resume: bool = False,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    **overrides: Any,
-) -> DistillResult:
-    """Distill tileable textures: ``ipc`` canvases per class, trained through random toroidal crops.
-
-    Each canvas is ``canvas_size`` times the image side. At every student step each canvas gives
-    ``canvas_samples`` random crops of image size with uniform offsets and wrap-around, then DSA
-    (:class:`TextureBatchSource`); everything else is the distillation loop of
-    :func:`mttlib.distill.distill` -- the same meta-gradient strategies, checkpoints and
-    ``resume``, metrics and snapshots, written to ``out_dir``. ``distilled.pt`` there is the
-    texture set (``images`` are the canvases) that ``python -m mttlib texture export`` reads;
-    ``config.json`` records the texture settings under ``"texture"``.
-
-    Args:
-        data: the dataset, loaded without ZCA (:func:`check_texture_data`).
-        experts: trajectories trained on ``data`` without ZCA.
-        config: a full :class:`~mttlib.distill.DistillConfig`; default :func:`texture_config`
-            ``(data.name, ipc, preset)``. ``overrides`` (``iterations``, ``strategy``, ``lr_img``,
-            ``seed``, ...) are applied to it either way.
-        init: ``"noise"`` or ``"real"`` (each canvas a grid of real images of its class); it
-            sets ``config.init`` too. The starting canvases are drawn with ``config.seed``.
-        classes: distill only these classes (indices or names; labels keep their indices);
-            default all.
-        wrap: ``False`` runs the control without wrap-around (crops inside the canvas only):
-            same everything else, but its canvases do not tile.
-
-    Returns the :class:`mttlib.distill.DistillResult` (``images`` are the canvases).
-    """
-    import json
-
-    from mttlib.distill import distill
-
+    Only the batches differ from normal mode (:class:`TextureBatchSource`). ``config`` defaults to
+    :func:`texture_config` ``(data.name, ipc, preset)``; ``overrides`` (``iterations``, ``seed``, ...) apply either
+    way. ``init``: ``"noise"`` or ``"real"``; ``wrap=False``: the control. The settings go to ``config.json``
+    (``"texture"``); ``resume`` refuses others. Taught in notebook ``04_tileable_textures``."""
     check_texture_data(data)
-    if config is None:
-        config = texture_config(data.name, ipc, preset, init=init, **overrides)
-    else:
-        config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
-    config = config.replace(init=init)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    config = (texture_config(data.name, ipc, preset, **overrides) if config is None
+              else config.replace(**overrides)).replace(init=init)
     if config.zca:
-        raise ValueError("texture mode cannot use a config with zca=True; set zca=False and use experts trained "
-                         "without ZCA")
-    config.validate()
-    if int(canvas_samples) != canvas_samples or canvas_samples < 1:
-        raise ValueError(f"canvas_samples must be a positive integer (crops per canvas per step), got {canvas_samples}")
+        raise ValueError(_NO_ZCA)
     wanted = class_indices(data, classes)
     canvases, labels = init_canvases(data, config.ipc, canvas_size, init, torch.Generator().manual_seed(config.seed),
                                      classes=wanted)
-    source = texture_source(config, data, len(canvases), canvas_size, canvas_samples, wrap)
+    source = TextureBatchSource(len(canvases), canvases.shape[-2:], data.image_size, canvas_samples, config.batch_syn,
+                                DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None, wrap)
     record = {"canvas_size": int(canvas_size), "canvas_samples": int(canvas_samples), "classes": wanted,
               "class_names": [data.classes[c] for c in wanted], "init": init, "wrap": bool(wrap),
               "canvas_side": int(canvases.shape[-1]), "image_size": int(data.image_size)}
@@ -502,406 +261,85 @@ def distill_textures(
 
 
 def load_textures(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a texture set (a run folder or its ``distilled.pt``).
-
-    Returns the set's dict (``images`` = canvases, ``labels``, ``syn_lr``, ``config``) plus, when
-    the run folder's ``config.json`` is beside it, ``texture`` (the texture settings) and
-    ``data`` (the dataset's description: name, classes, mean, std).
-    """
-    import json
-
-    from mttlib.io import safe_load
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "distilled.pt"
+    """A texture set (run folder or ``distilled.pt``), with the run's ``texture`` settings and ``data`` if known."""
+    path = Path(path) / "distilled.pt" if Path(path).is_dir() else Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no texture set at {path}; distill one with `python -m mttlib texture distill`")
     obj = safe_load(path, map_location=device)
     if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
-        raise ValueError(f"{path} is not a texture set: expected a dict with 'images' (canvases), "
-                         "'labels' and 'config'; distilled sets are written by `python -m mttlib texture distill`")
-    run_config = path.parent / "config.json"
-    if run_config.exists():
-        try:
-            record = json.loads(run_config.read_text())
-        except ValueError:
-            record = {}
-        for key in ("texture", "data"):
-            if isinstance(record.get(key), dict):
-                obj.setdefault(key, record[key])
+        raise ValueError(f"{path} is not a texture set (no 'images', 'labels'): see `python -m mttlib texture distill`")
+    run_record = path.parent / "config.json"  # a run's record; a set on its own may describe its data in "config"
+    record = json.loads(run_record.read_text()) if run_record.exists() else obj.get("config")
+    record = record if isinstance(record, dict) else {}
+    obj.update({k: record[k] for k in ("texture", "data") if isinstance(record.get(k), dict) and k not in obj})
     return obj
 
 
 # --- evaluation with crops ---------------------------------------------------------------------
-
-
 def crop_transform(image_size: Size) -> Callable[[Tensor, torch.Generator | None], Tensor]:
-    """A training transform ``(x, generator) -> crops``: one random toroidal crop per canvas.
-
-    ``x`` is a batch of canvases ``[N, C, H, W]``; offsets are uniform over each canvas (drawn on
-    the CPU). A canvas the size of an image (a real photo as a 1x1 canvas) comes back rolled:
-    shifted with wrap-around. Meant for ``mttlib.evaluate.train_and_test(train_transform=...)``.
-    """
-    size = _pair(image_size)
-
-    def transform(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        offsets = random_offsets(x.shape[0], tuple(x.shape[-2:]), generator)
-        return toroidal_crop(x, offsets, size)
-
-    return transform
+    """A training transform: one random toroidal crop per canvas (an image-size canvas comes back rolled)."""
+    return lambda x, generator=None: toroidal_crop(x, random_offsets(len(x), x.shape[-2:], generator), image_size)
 
 
 def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
-    """``data`` restricted to some classes, relabelled ``0 .. K-1`` in the order given.
-
-    Train and test splits keep only those classes' images; normalisation (mean, std) is
-    unchanged, so a canvas made in ``data``'s space is in the subset's space too. The name
-    becomes ``<name>[<class>,...]``. Used to evaluate textures of a few classes as a K-way task.
-    """
-    from mttlib.data import ImageData as _ImageData
-
+    """``data`` with only some classes, relabelled ``0 .. K-1`` in the order given; normalisation unchanged."""
     check_texture_data(data)
     wanted = class_indices(data, classes)
     lookup = torch.full((data.num_classes,), -1, dtype=torch.long)
     lookup[torch.tensor(wanted)] = torch.arange(len(wanted))
     splits = {}
     for split in ("train", "test"):
-        labels = getattr(data, f"{split}_labels").cpu().long()
-        keep = lookup[labels] >= 0
-        splits[split] = (getattr(data, f"{split}_images")[keep], lookup[labels[keep]])
+        y = lookup[getattr(data, f"{split}_labels").cpu().long()]
+        splits[f"{split}_images"], splits[f"{split}_labels"] = getattr(data, f"{split}_images")[y >= 0], y[y >= 0]
     names = [data.classes[c] for c in wanted]
-    return _ImageData(name=f"{data.name}[{','.join(names)}]", train_images=splits["train"][0],
-                      train_labels=splits["train"][1], test_images=splits["test"][0], test_labels=splits["test"][1],
-                      classes=names, mean=data.mean, std=data.std, zca=None, digits=data.digits)
+    return replace(data, name=f"{data.name}[{','.join(names)}]", classes=names, zca=None, **splits)
 
 
-def evaluate_textures(
-    canvases: Tensor,
-    labels: Tensor,
-    data: ImageData,
-    lr: float | Tensor,
-    *,
-    epochs: int,
-    num_runs: int = 5,
-    model: str = "convnet",
-    baselines: Sequence[str] = ("real",),
-    baseline_lr: float | None = 0.01,
-    seed: int = 0,
-    classes: Sequence[int | str] | str = "present",
-    **evaluate_kwargs: Any,
-) -> dict[str, Any]:
-    """Test accuracy of fresh networks trained on crops of ``canvases``, with baselines.
-
-    Training uses :func:`crop_transform`: each time a canvas is drawn into a batch the network
-    sees one random toroidal crop of image size (then the evaluation recipe's DSA). Baselines go
-    through the very same recipe (epochs, crops, augmentation, networks and seeds), with as many
-    samples per class as there are canvases per class:
-
-    * ``"real"``: random real training images, each a 1x1 canvas -- its crops are the image
-      rolled with wrap-around. This is the paper's "random real" baseline with the texture
-      recipe; each network draws its own images (``mttlib.evaluate.evaluate_random_real``).
-    * ``"real_tiles"``: canvases of the textures' size, each tiled with real images of its class
-      (``init_canvases(init="real")``): the same pixel budget as the textures, and the
-      starting point of a real-initialised distillation.
-
-    ``lr`` is the textures' learned ``syn_lr``; baselines train with ``baseline_lr`` (0.01, the
-    paper's rate for real images; ``None`` uses ``lr``). Other keyword arguments (``device``,
-    ``progress``, ``model_kwargs``, ``eval_on``, ...) go to ``mttlib.evaluate.evaluate_set``.
-
-    ``classes``: which classes the task has. ``"present"`` (default) takes the classes the
-    textures cover: textures of 4 of CIFAR-10's classes are then tested as a 4-way task on those
-    classes' test images (:func:`class_subset`), and the baselines draw from the same classes; a
-    set that covers every class is tested on the whole dataset. ``"all"`` keeps every class;
-    a list of indices or names picks them.
-    Returns ``{"textures": EvalResult, "<baseline>": EvalResult, ...}``; each result's config
-    names the classes under ``"eval_classes"``.
-    """
-    from mttlib import evaluate  # imported here so this module loads without the evaluate module
-
-    check_texture_data(data)
-    if canvases.dim() != 4 or labels.dim() != 1 or canvases.shape[0] != labels.shape[0]:
-        raise ValueError(f"need canvases [N, C, H, W] and labels [N], got {tuple(canvases.shape)} "
-                         f"and {tuple(labels.shape)}")
-    labels = labels.detach().cpu().long()
-    if isinstance(classes, str) and classes not in ("present", "all"):
-        raise ValueError(f"classes must be 'present', 'all' or a list of classes, got {classes!r}")
-    wanted = (sorted(set(labels.tolist())) if classes == "present" else None if classes == "all"
-              else class_indices(data, classes))
-    if wanted is not None and len(wanted) < data.num_classes:
-        missing = sorted(set(labels.tolist()) - set(wanted))
-        if missing:
-            raise ValueError(f"the textures have labels {missing} outside classes={list(classes)}")
-        lookup = {c: i for i, c in enumerate(wanted)}
-        data = class_subset(data, wanted)
-        labels = torch.tensor([lookup[int(c)] for c in labels])
-    counts = torch.bincount(labels.cpu(), minlength=data.num_classes)
-    per_class = int(counts.max())
-    if baselines and not bool((counts == per_class).all()):
-        raise ValueError(f"baselines need the same number of canvases per class, got counts {counts.tolist()}; "
-                         "pass baselines=() to evaluate the textures alone")
-    common = dict(epochs=epochs, num_runs=num_runs, model=model, seed=seed,
-                  train_transform=crop_transform(data.image_size), **evaluate_kwargs)
-    rate = lr if baseline_lr is None else baseline_lr
-    results = {"textures": evaluate.evaluate_set(canvases.detach(), labels, data, lr=lr, **common)}
-    for name in baselines:
-        if name == "real":
-            results[name] = evaluate.evaluate_random_real(data, per_class, lr=rate, **common)
-        elif name == "real_tiles":
-            canvas_size = max(1, canvases.shape[-1] // data.image_size)
-            x, y = init_canvases(data, per_class, canvas_size, "real", torch.Generator().manual_seed(seed))
-            results[name] = evaluate.evaluate_set(x, y, data, lr=rate, **common)
-        else:
-            raise ValueError(f"unknown baseline {name!r}; use 'real' or 'real_tiles'")
-        results[name].config.update(texture_baseline=name)
-    for result in results.values():
-        result.config.update(eval_classes=list(data.classes))
-    return results
-
-
-# --- export ------------------------------------------------------------------------------------
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "class"
-
-
+# --- PNG export --------------------------------------------------------------------------------
 def _write_png(pixels: Tensor, path: Path, upscale: int) -> Path:
-    """Save ``[C, H, W]`` in [0, 1] as a PNG, each pixel an ``upscale`` x ``upscale`` block."""
-    from PIL import Image
-
-    x = pixels.detach().float().cpu().clamp(0, 1)
-    if upscale > 1:
-        x = x.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+    """Save ``[C, H, W]`` in [0, 1] as a PNG (atomically), each pixel an ``upscale`` x ``upscale`` block."""
+    x = pixels.detach().float().cpu().clamp(0, 1).repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
     arr = (x * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)  # uint8: mode L or RGB
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)  # never leave a half-written PNG behind
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    buffer = BytesIO()
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(buffer, format="PNG")  # mode L or RGB
+    return atomic_write_bytes(buffer.getvalue(), path)
 
 
-def export_pngs(canvases: Tensor, labels: Tensor, classes: Sequence[str], data: ImageData,
+def export_pngs(canvases: Tensor, labels: Tensor, classes: Sequence[str], data: ImageData | StoredPixels,
                 out_dir: str | Path, upscale: int = 4, repeats: int = 3, pad: int = 2) -> list[Path]:
-    """Write the textures as PNGs and return their paths.
+    """Write the textures as PNGs (through ``data.deprocess``, upscaled) and return their paths.
 
-    Pixels go through ``data.deprocess`` (to [0, 1]) and are upscaled nearest-neighbour by
-    ``upscale``. Per canvas: ``<class>[_<k>]_tile.png`` (the canvas) and
-    ``<class>[_<k>]_tiled.png`` (a ``repeats`` x ``repeats`` tiling; the suffix ``_<k>`` only
-    when a class has several canvases); then ``sheet.png``, all canvases in a grid with ``pad``
-    white pixels between them (one row per class, or rows of five classes when each class has
-    one canvas). The sheet comes last in the list.
-    """
-    if canvases.dim() != 4 or canvases.shape[0] != len(labels):
-        raise ValueError(f"need canvases [N, C, H, W] and N labels, got {tuple(canvases.shape)} and {len(labels)}")
-    if upscale < 1 or repeats < 1:
-        raise ValueError(f"upscale and repeats must be at least 1, got {upscale} and {repeats}")
-    out = Path(out_dir)
-    pixels = data.deprocess(canvases.detach()).cpu()
-    labels = torch.as_tensor(labels).cpu()
-    counts = torch.bincount(labels, minlength=len(classes))
-    paths: list[Path] = []
-    seen: dict[int, int] = {}
+    Per canvas ``<class>[_<k>]_tile.png`` and a ``repeats`` x ``repeats`` ``..._tiled.png``, last
+    ``sheet.png`` (a row per class, or rows of five). Taught in notebook ``04_tileable_textures``."""
+    if canvases.dim() != 4 or canvases.shape[0] != len(labels) or upscale < 1 or repeats < 1:
+        raise ValueError(f"need canvases [N, C, H, W], N labels and upscale, repeats >= 1; got "
+                         f"{tuple(canvases.shape)}, {len(labels)}, {upscale}, {repeats}")
+    out, pixels, labels = Path(out_dir), data.deprocess(canvases.detach()).cpu(), torch.as_tensor(labels).cpu()
+    counts, paths = torch.bincount(labels, minlength=len(classes)), []
     rows: list[list[Tensor]] = [[] for _ in classes]
     for canvas, label in zip(pixels, labels.tolist()):
-        k = seen.get(label, 0)
-        seen[label] = k + 1
-        stem = _slug(classes[label]) + (f"_{k}" if counts[label] > 1 else "")
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", classes[label]).strip("_").lower() or "class"
+        stem += f"_{len(rows[label])}" if counts[label] > 1 else ""
         paths.append(_write_png(canvas, out / f"{stem}_tile.png", upscale))
         paths.append(_write_png(tile(canvas, repeats, repeats), out / f"{stem}_tiled.png", upscale))
         rows[label].append(canvas)
-    c, h, w = pixels.shape[1:]
     used = [r for r in rows if r]
     if max(len(r) for r in used) == 1:  # one canvas per class: a compact grid instead of a column
-        flat = [r[0] for r in used]
-        per_row = min(len(flat), 5)
-        used = [flat[i:i + per_row] for i in range(0, len(flat), per_row)]
-    ncols = max(len(r) for r in used)
+        used = [[r[0] for r in used[i:i + 5]] for i in range(0, len(used), 5)]
+    (c, h, w), ncols = pixels.shape[1:], max(len(r) for r in used)
     sheet = torch.ones(c, len(used) * (h + pad) + pad, ncols * (w + pad) + pad)
     for i, row in enumerate(used):
         for j, canvas in enumerate(row):
-            top, left = pad + i * (h + pad), pad + j * (w + pad)
-            sheet[:, top:top + h, left:left + w] = canvas
-    paths.append(_write_png(sheet, out / "sheet.png", upscale))
-    return paths
+            sheet[:, pad + i * (h + pad):(i + 1) * (h + pad), pad + j * (w + pad):(j + 1) * (w + pad)] = canvas
+    return paths + [_write_png(sheet, out / "sheet.png", upscale)]
 
 
-# --- classroom widget --------------------------------------------------------------------------
-
-
-def tiling_widget(canvases: Tensor, classes: Sequence[str], data: ImageData,
-                  labels: Tensor | None = None) -> Any:
-    """An ipywidgets control to browse textures tiled and worn: class, tiles and zoom.
-
-    Redraws :func:`mttlib.viz.tiling_figure` and :func:`mttlib.viz.garment_figure` for the
-    chosen class's first canvas. Without ``labels`` the canvases are taken to be in class order
-    with the same number per class (as :func:`init_canvases` makes them).
-    """
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    from mttlib import viz
-
-    pixels = data.deprocess(canvases.detach()).cpu()
-    if labels is None:
-        if len(pixels) % len(classes):
-            raise ValueError(f"{len(pixels)} canvases do not split evenly over {len(classes)} classes; pass labels")
-        labels = torch.arange(len(classes)).repeat_interleave(len(pixels) // len(classes))
-    labels = torch.as_tensor(labels).cpu()
-    options = [(name, c) for c, name in enumerate(classes) if bool((labels == c).any())]
-    pick = widgets.Dropdown(options=options, description="class")
-    tiles = widgets.IntSlider(value=3, min=1, max=8, description="tiles")
-    zoom = widgets.FloatSlider(value=1.0, min=0.5, max=3.0, step=0.25, description="zoom")
-    output = widgets.Output()
-
-    def redraw(_: Any = None) -> None:
-        canvas = pixels[int((labels == pick.value).nonzero()[0])]
-        output.clear_output(wait=True)
-        with output:
-            display(viz.tiling_figure(canvas, tiles.value, tiles.value, zoom.value))
-            display(viz.garment_figure(canvas, tiles.value, zoom=zoom.value))
-
-    for control in (pick, tiles, zoom):
-        control.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([pick, tiles, zoom]), output])
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-class _Pixels:
-    """Deprocessing from stored mean and std, for a set whose dataset is not at hand."""
+class StoredPixels:
+    """Deprocessing from a set's stored mean and std, for exporting when its dataset is not at hand."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (mean, std))
 
     def deprocess(self, x: Tensor) -> Tensor:
+        """Network input -> pixels in [0, 1] (CPU)."""
         return (x.float().cpu() * self.std + self.mean).clamp(0, 1)
-
-
-def _export(args: argparse.Namespace) -> int:
-    tex = load_textures(args.set)
-    config = tex.get("config") or {}
-    meta = tex.get("data") if isinstance(tex.get("data"), dict) else config.get("data")
-    meta = meta if isinstance(meta, dict) else config
-    if args.dataset is None and "mean" in meta and "std" in meta and "classes" in meta:
-        data, classes = _Pixels(meta["mean"], meta["std"]), list(meta["classes"])
-    else:
-        from mttlib.data import load_dataset
-
-        name = args.dataset or config.get("dataset")
-        if not name:
-            raise SystemExit(f"{args.set} does not say which dataset it comes from; pass --dataset NAME")
-        data = load_dataset(name, args.data_root, zca=False)
-        classes = list(data.classes)
-    where = Path(args.set)
-    out = Path(args.out) if args.out else (where / "png" if where.is_dir() else where.with_name(where.stem + "_png"))
-    paths = export_pngs(tex["images"], tex["labels"], classes, data, out, upscale=args.upscale, repeats=args.repeats)
-    print(f"wrote {len(paths)} PNGs to {out}")
-    return 0
-
-
-def _distill(args: argparse.Namespace) -> int:
-    from mttlib.data import load_dataset
-    from mttlib.distill import DistillationDiverged
-    from mttlib.experts import ExpertConfig, expert_dir, load_experts
-    from mttlib.paths import runs_dir
-    from mttlib.presets import get_preset
-
-    overrides = {n: getattr(args, n) for n in ("iterations", "strategy", "seed", "syn_steps", "expert_epochs",
-                                                "max_start_epoch", "batch_syn", "lr_img", "lr_lr", "lr_teacher",
-                                                "checkpoint_every", "snapshot_every")}
-    try:
-        preset = get_preset(args.dataset, args.ipc, args.preset)
-        data = load_dataset(args.dataset, args.data_root, zca=False)
-        config = texture_config(args.dataset, args.ipc, args.preset, init=args.init, **overrides)
-        config = config.replace(dataset=data.name)
-        classes = args.classes if args.classes and args.classes.strip() else None
-        wanted = class_indices(data, classes)
-    except (KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
-    experts_path = Path(args.experts) if args.experts else expert_dir(
-        args.runs, ExpertConfig.from_preset(preset, dataset=data.name, zca=False))
-    tag = "all" if classes is None else "-".join(str(c) for c in wanted)
-    out = Path(args.out) if args.out else runs_dir(args.runs) / "texture" / (
-        f"{data.name}-ipc{args.ipc}-{args.preset}-c{args.canvas_size}-{tag}".replace(":", "_").replace("/", "_"))
-    try:
-        experts = load_experts(experts_path)
-    except FileNotFoundError as err:
-        print(f"error: {err}\nTrain experts without ZCA first, e.g. `python -m mttlib experts --dataset "
-              f"{args.dataset} ...`, or point --experts at them.", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    side = args.canvas_size * data.image_size
-    print(f"distilling {len(wanted)} class(es) of {data.name} into {args.ipc} texture(s) each: canvases of "
-          f"{side}x{side}, {args.canvas_samples} crop(s) of {data.image_size}x{data.image_size} per canvas per step"
-          f"{'' if not args.no_wrap else ' WITHOUT wrap-around (control)'}; {len(experts)} experts from "
-          f"{experts_path}; run folder {out}; {device}")
-    try:
-        result = distill_textures(data, experts, out, config=config, canvas_size=args.canvas_size,
-                                  canvas_samples=args.canvas_samples, init=args.init, classes=wanted,
-                                  wrap=not args.no_wrap, device=device, progress=not args.no_progress,
-                                  resume=args.resume)
-    except (DistillationDiverged, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    ratios = seam_ratio(result.images)
-    print(f"done: {len(result.images)} textures, learned syn_lr {result.syn_lr:.5g}, final loss "
-          f"{result.metrics[-1]['loss']:.4f}, mean seam ratio {float(ratios.mean()):.3f} (about 1: seamless)")
-    print(f"texture set: {out / 'distilled.pt'}\nexport PNGs with: python -m mttlib texture export {out}")
-    return 0
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m mttlib texture <action>``: ``distill`` tileable textures, ``export`` them as PNGs."""
-    from mttlib.distill import STRATEGIES
-    from mttlib.presets import SIZES
-
-    parser = argparse.ArgumentParser(prog="python -m mttlib texture",
-                                     description="Tileable textures by dataset distillation.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    dis = sub.add_parser("distill", help="distill tileable textures from expert trajectories")
-    dis.add_argument("--dataset", default="cifar10-mini", help="dataset name (default cifar10-mini); never ZCA")
-    dis.add_argument("--ipc", type=int, default=1, help="textures per class (default 1)")
-    dis.add_argument("--classes", default=None, help="comma-separated class indices or names (default: all)")
-    dis.add_argument("--canvas-size", type=int, default=2, help="canvas side in image sides (default 2)")
-    dis.add_argument("--canvas-samples", type=int, default=1,
-                     help="random crops per canvas per student step (default 1)")
-    dis.add_argument("--init", choices=("noise", "real"), default="noise", help="starting canvases (default noise)")
-    dis.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
-    dis.add_argument("--experts", default=None,
-                     help="experts folder (default: the preset's, without ZCA, under the runs folder)")
-    dis.add_argument("--out", default=None,
-                     help="run folder (default <runs>/texture/<dataset>-ipc<N>-<preset>-c<canvas>-<classes>)")
-    dis.add_argument("--runs", default=None, help="runs folder (default runs/ or $MTT_RUNS)")
-    dis.add_argument("--data-root", default=None, help="data root (default data/ or $MTT_DATA_ROOT)")
-    dis.add_argument("--strategy", choices=STRATEGIES, default=None, help="meta-gradient strategy (default recompute)")
-    dis.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: the preset's)")
-    dis.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    dis.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    dis.add_argument("--no-progress", action="store_true", help="no progress bar")
-    dis.add_argument("--no-wrap", action="store_true",
-                     help="control run: crops stay inside the canvas (no wrap-around)")
-    for name, typ in (("syn-steps", int), ("expert-epochs", int), ("max-start-epoch", int), ("batch-syn", int),
-                      ("lr-img", float), ("lr-lr", float), ("lr-teacher", float), ("seed", int),
-                      ("checkpoint-every", int), ("snapshot-every", int)):
-        dis.add_argument(f"--{name}", type=typ, default=None, help=f"override the preset's {name.replace('-', '_')}")
-    exp = sub.add_parser("export", help="write tile, tiling and sheet PNGs of a texture set")
-    exp.add_argument("set", help="a texture run folder or its distilled.pt (a dict with images, labels and config)")
-    exp.add_argument("--out", default=None, help="output folder (default: <run>/png, or <set>_png beside a file)")
-    exp.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale factor (default 4)")
-    exp.add_argument("--repeats", type=int, default=3, help="tiles per side of the tiling PNG (default 3)")
-    exp.add_argument("--dataset", default=None, help="dataset name, if the set does not record its normalisation")
-    exp.add_argument("--data-root", default=None, help="dataset root (default $MTT_DATA_ROOT or <kit>/data)")
-    args = parser.parse_args(argv)
-    if args.action == "export":
-        return _export(args)
-    return _distill(args)

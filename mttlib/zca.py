@@ -1,24 +1,12 @@
 """ZCA whitening exactly as the paper's code does it, and its exact inverse.
 
-The paper whitens CIFAR images before everything else (experts, distillation, evaluation). Its
-code scales the pixels to [0, 1] (``ToTensor()``, no normalisation) and fits kornia's
-``ZCAWhitening(eps=0.1)`` on the flattened train images:
-
-1. ``mean`` = the mean image; ``C`` = the covariance of the centred images (denominator N-1);
-2. ``C = U diag(S) U^T`` (eigendecomposition);
-3. ``W = U diag(1 / sqrt(S + eps)) U^T``; whitening is ``(x - mean) @ W``.
-
-``eps`` is absolute: on the [0, 1] pixels of the embedded CIFAR-10 subset 129 of the 3,072
-eigenvalues lie above 0.1 (the largest near 56) and 2,590 below 0.01, so eps 0.1 whitens the few
-strong, smooth directions and leaves the many weak, noisy ones (fine detail, JPEG block edges)
-almost as they were. The kit follows this recipe: an
-:class:`mttlib.data.ImageData` with a ZCA skips normalisation and whitens the [0, 1] pixels, so
-the same pixels get the same whitening whichever loader read them.
-
-The kit's versions before 0.2 normalised by the per-channel mean and std first; eps 0.1 on that
-scale acts like eps 0.004-0.006 on [0, 1] pixels, a much stronger whitening (585 eigenvalues above
-eps instead of 129). Data described with
-another :data:`RECIPE` (experts, distilled sets) is refused by the kit rather than mixed.
+The paper's code scales CIFAR pixels to [0, 1] (no normalisation) and fits kornia's
+``ZCAWhitening(eps=0.1)``: ``C = U diag(S) U^T`` is the covariance of the flattened train images
+(denominator N-1) and whitening is ``(x - mean) @ U diag(1 / sqrt(S + eps)) U^T``. ``eps`` is
+absolute: on the embedded set's [0, 1] pixels only 129 of 3,072 eigenvalues exceed 0.1, so it
+whitens the strong, smooth directions and leaves fine detail and JPEG block edges almost alone.
+The kit before 0.2 normalised first, which acts like eps 0.004-0.006 (585 eigenvalues above it);
+experts and distilled sets record the :data:`RECIPE`, and another one is refused, not mixed.
 Taught in notebook ``00_setup_and_data``.
 """
 
@@ -43,13 +31,11 @@ def check_recipe(described: dict | None, where: str) -> None:
 
     ``where`` names what is refused (a folder, a file) in the message.
     """
-    if not described or described.get("recipe") == RECIPE:
-        return
-    raise ValueError(
-        f"{where} was made on ZCA-whitened data of another recipe ({described.get('recipe') or 'normalised, then whitened: the kit before 0.2'}); "
-        f"the kit now whitens the [0, 1] pixels as the paper does ({RECIPE}), so it does not match. "
-        "Delete it and train the experts (and distil) again."
-    )
+    if described and described.get("recipe") != RECIPE:
+        old = described.get("recipe") or "normalised, then whitened: the kit before 0.2"
+        raise ValueError(f"{where} was made on ZCA-whitened data of another recipe ({old}); the kit now whitens "
+                         f"the [0, 1] pixels as the paper does ({RECIPE}). Delete it and train the experts (and "
+                         "distil) again.")
 
 
 def _chunk_rows(values_per_row: int) -> int:
@@ -58,13 +44,9 @@ def _chunk_rows(values_per_row: int) -> int:
 
 
 def _from_gram(centred: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """The ZCA matrices from the N x N Gram matrix, for N centred samples of D > N values.
-
-    The covariance then has rank below N: its nonzero eigenpairs come from the (much smaller)
-    Gram matrix ``Xc Xc^T / (N-1)`` (eigenvector ``u = Xc^T v / sqrt((N-1) s)``), and on the
-    rest of the space the eigenvalue is 0, so ``W = U diag(1/sqrt(S+eps)) U^T +
-    (I - U U^T)/sqrt(eps)``. Same matrices as the D x D eigendecomposition, far faster.
-    """
+    """The ZCA matrices from the N x N Gram matrix, for N centred samples of D > N values: the
+    covariance's nonzero eigenpairs come from ``Xc Xc^T / (N-1)`` (``u = Xc^T v / sqrt((N-1) s)``),
+    the rest has eigenvalue 0, so ``W = U diag(1/sqrt(S+eps)) U^T + (I - U U^T)/sqrt(eps)``."""
     n, d = centred.shape
     eigenvalues, v = torch.linalg.eigh(centred @ centred.T / (n - 1))
     keep = eigenvalues > eigenvalues.max().clamp_min(0) * 1e-10  # drop the null space (centring, duplicates)
@@ -194,4 +176,4 @@ class ZCA:
         return digest.hexdigest()[:12]
 
     def __repr__(self) -> str:
-        return f"ZCA(shape={self.shape}, eps={self.eps}, fingerprint={self.fingerprint()!r})"
+        return f"ZCA(shape={self.shape}, eps={self.eps})"

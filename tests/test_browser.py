@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 import browser_helpers as bh
-from mttlib.paths import outputs_dir
+from mttlib.io import outputs_dir
 from nbharness import NOTEBOOKS, recorded_results
 
 NOTEBOOK = "00_setup_and_data.ipynb"

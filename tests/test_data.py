@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+import ast
 import hashlib
 import importlib.util
 import io
@@ -18,11 +18,12 @@ import torch
 from PIL import Image
 
 import mttlib.data as data_mod
-from mttlib.augment import DIGIT_STRATEGY, DSA_STRATEGY
-from mttlib.data import (EMBEDDED_DATASET, ImageData, channel_stats, load_dataset, load_image_folder,
-                         register_dataset)
+from mttlib.augment import DSA
+from mttlib.data import (DIGIT_STRATEGY, DSA_STRATEGY, EMBEDDED_DATASET, ImageData, channel_stats, dataset_names,
+                         dsa_strategy_for, load_dataset, load_image_folder, register_dataset)
+from mttlib import cli
 from mttlib.io import CorruptFileError, atomic_save, safe_load
-from mttlib.paths import KIT_ROOT
+from mttlib.io import KIT_ROOT
 from mttlib.zca import RECIPE, ZCA
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -231,6 +232,16 @@ def test_image_data_checks_its_fields():
     assert digits.dsa_strategy == DIGIT_STRATEGY
 
 
+def test_one_rule_picks_the_dsa_strategy():
+    # data owns the rule; ImageData.dsa_strategy follows it and augment takes its constants from data
+    assert dsa_strategy_for(True) == DIGIT_STRATEGY and dsa_strategy_for(False) == DSA_STRATEGY
+    assert "flip" in DSA_STRATEGY.split("_") and "flip" not in DIGIT_STRATEGY.split("_")
+    x, y = torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)
+    for digits in (True, False):
+        data = ImageData("d", x, y, x, y, ["a"], (0.5,), (0.2,), digits=digits)
+        assert DSA(data.dsa_strategy).strategy == dsa_strategy_for(digits)
+
+
 # ------------------------------------------------------------------------------ folders
 
 def test_folder_dataset_loads_sorted_classes_and_train_stats(tmp_path):
@@ -353,11 +364,18 @@ def test_unknown_name_lists_the_known_ones():
     text = str(info.value)
     for name in ("cifar10-mini", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "folder:PATH"):
         assert name in text
+    # importing mttlib registers the ImageNet names: no module is imported by name behind the scenes
+    for name in ("tiny-imagenet", "imagenet:...", "cifar10-mini@..."):
+        assert name in dataset_names() and name in text
+    tree = ast.parse((KIT_ROOT / "mttlib" / "data.py").read_text())
+    imported = {f"{n.module}.{a.name}" if isinstance(n, ast.ImportFrom) else a.name
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert "mttlib.zca.ZCA" in imported  # the check sees imports
+    assert not any(m.startswith(("mttlib.imagenet", "importlib")) for m in imported)
 
 
 def test_register_dataset_exact_alias_and_prefix(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_mod, "_EXACT", dict(data_mod._EXACT))
-    monkeypatch.setattr(data_mod, "_PREFIX", dict(data_mod._PREFIX))
+    monkeypatch.setattr(data_mod, "_LOADERS", dict(data_mod._LOADERS))
     seen = []
 
     def fake(name, root, *, download=False):
@@ -496,8 +514,8 @@ def test_mnist_through_torchvision_and_digits_flag(tmp_path):
 
 def test_cli_prints_description(tmp_path, capsys):
     tree = make_tree(tmp_path / "pets", train=1, test=1)
-    assert data_mod.cli([f"folder:{tree}", "--data-root", str(tmp_path)]) == 0
+    assert cli.main(["data", f"folder:{tree}", "--data-root", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["classes"] == ["cat", "dog"] and printed["train_size"] == 2
-    assert data_mod.cli(["nope", "--data-root", str(tmp_path)]) == 1
+    assert cli.main(["data", "nope", "--data-root", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err

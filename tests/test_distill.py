@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mttlib import distill as D
+from mttlib import distill as D, run, matching, memory
 from mttlib.augment import DSA
 from mttlib.data import ImageData
-from mttlib.experts import Trajectory
+from mttlib.trajectory import Trajectory
 from mttlib.io import safe_load
 from mttlib.models import FunctionalModel, make_model
 
@@ -69,7 +69,7 @@ def problem(dtype=torch.float64, steps: int = 4, batch_syn: int | None = None, s
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(CLASSES * IPC, 3, SIZE, SIZE, generator=g, dtype=dtype)
     y = D.class_major_labels(CLASSES, IPC)
-    source = D.ImageBatchSource(len(x), SIZE, batch_syn, DSA())
+    source = matching.ImageBatchSource(len(x), SIZE, batch_syn, DSA())
     plans = source.plans(steps, g)
     return fm, start, target, x, y, plans, source
 
@@ -95,8 +95,8 @@ def test_strategies_give_the_same_gradient(batch_syn):
     ops = {p["dsa"].op for p in plans}
     assert len(ops) >= 2, "the test should see several DSA operations"
     lr = torch.tensor(0.05, dtype=torch.float64)
-    l1, gx1, glr1 = D.meta_gradient(fm, start, target, x, y, lr, plans, source, "unroll")
-    l2, gx2, glr2 = D.meta_gradient(fm, start, target, x, y, lr, plans, source, "recompute")
+    l1, gx1, glr1 = matching.meta_gradient(fm, start, target, x, y, lr, plans, source, "unroll")
+    l2, gx2, glr2 = matching.meta_gradient(fm, start, target, x, y, lr, plans, source, "recompute")
     assert gx1.shape == x.shape and glr1.shape == ()
     assert gx1.norm() > 0 and glr1.abs() > 0
     assert abs(float(l1 - l2)) <= 1e-12 * float(l1)
@@ -109,9 +109,9 @@ def test_gradients_match_finite_differences():
     lr = torch.tensor(0.05, dtype=torch.float64)
 
     def loss(images, step):
-        return float(D.meta_gradient(fm, start, target, images, y, step, plans, source, "unroll")[0])
+        return float(matching.meta_gradient(fm, start, target, images, y, step, plans, source, "unroll")[0])
 
-    _, gx, glr = D.meta_gradient(fm, start, target, x, y, lr, plans, source, "recompute")
+    _, gx, glr = matching.meta_gradient(fm, start, target, x, y, lr, plans, source, "recompute")
     g = torch.Generator().manual_seed(3)
     eps = 1e-5
     for _ in range(3):
@@ -137,28 +137,28 @@ def test_loss_equals_a_plain_training_loop():
         opt.step()
     end = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     expected = float(((end - target) ** 2).sum() / ((start - target) ** 2).sum())
-    path = D.student_trajectory(fm, start, x, y, lr, plans, source)
+    path = matching.student_trajectory(fm, start, x, y, lr, plans, source)
     assert len(path) == len(plans) + 1 and torch.equal(path[0], start)
     assert torch.allclose(path[-1], end, rtol=1e-12, atol=1e-14)
-    for strategy in D.STRATEGIES:
-        got = float(D.meta_gradient(fm, start, target, x, y, lr, plans, source, strategy)[0])
+    for strategy in matching.STRATEGIES:
+        got = float(matching.meta_gradient(fm, start, target, x, y, lr, plans, source, strategy)[0])
         assert got == pytest.approx(expected, rel=1e-10)
-    assert float(D.matching_loss(start, start, target)) == 1.0
+    assert float(matching.matching_loss(start, start, target)) == 1.0
 
 
 def test_meta_gradient_rejects_bad_input():
     fm, start, target, x, y, plans, source = problem(steps=2)
     with pytest.raises(ValueError, match="strategy"):
-        D.meta_gradient(fm, start, target, x, y, 0.1, plans, source, "magic")
+        matching.meta_gradient(fm, start, target, x, y, 0.1, plans, source, "magic")
     with pytest.raises(ValueError, match="flat parameter vectors"):
-        D.meta_gradient(fm, start[:-1], target[:-1], x, y, 0.1, plans, source)
+        matching.meta_gradient(fm, start[:-1], target[:-1], x, y, 0.1, plans, source)
 
 
 # --- the batch source --------------------------------------------------------------------------
 
 
 def test_batch_source_chunks_and_replay():
-    source = D.ImageBatchSource(10, SIZE, batch_syn=4, dsa=DSA())
+    source = matching.ImageBatchSource(10, SIZE, batch_syn=4, dsa=DSA())
     g = torch.Generator().manual_seed(0)
     plans = source.plans(6, g)
     sizes = [len(p["index"]) for p in plans]
@@ -180,7 +180,7 @@ def test_batch_source_chunks_and_replay():
     xa.sum().backward()  # differentiable in the synthetic images
     assert x.grad is not None
     # batch_syn=None: every step sees every image
-    full = D.ImageBatchSource(10, SIZE, None, None).plans(3, g)
+    full = matching.ImageBatchSource(10, SIZE, None, None).plans(3, g)
     assert all(sorted(p["index"].tolist()) == list(range(10)) for p in full)
 
 
@@ -208,7 +208,7 @@ def test_init_real_picks_real_images_of_each_class():
 
 def test_one_iteration_is_sgd_with_momentum_half():
     data, experts = fake_data(), fake_experts()
-    cfg = config(strategy="unroll", lr_img=3.0, lr_lr=1e-3)
+    cfg = config(strategy="unroll", lr_img=3.0, lr_lr=1e-4)
     run, ref = D.Distiller(cfg, experts, data), D.Distiller(cfg, experts, data)
     x0, lr0 = run.images.detach().clone(), run.syn_lr.detach().clone()
 
@@ -216,7 +216,7 @@ def test_one_iteration_is_sgd_with_momentum_half():
         # the reference replays the same draws and computes the gradient with the other strategy
         draw = ref.draw()
         start, target = ref.segment(draw)
-        _, gx, glr = D.meta_gradient(ref.fm, start, target, images, ref.labels, step, draw.plans, ref.source,
+        _, gx, glr = matching.meta_gradient(ref.fm, start, target, images, ref.labels, step, draw.plans, ref.source,
                                      "recompute")
         return gx, glr
 
@@ -225,12 +225,13 @@ def test_one_iteration_is_sgd_with_momentum_half():
     x1, lr1 = run.images.detach().clone(), run.syn_lr.detach().clone()
     assert float(l1) != 0 and not torch.equal(x1, x0)
     assert torch.allclose(x1, x0 - 3.0 * g1, rtol=1e-5, atol=1e-7)  # first step: plain SGD
-    assert float(lr1) == pytest.approx(float(lr0) - 1e-3 * float(l1), rel=1e-6)
+    # the reference gradient comes from the other strategy: equal up to float32 round-off
+    assert float(lr1) == pytest.approx(float(lr0) - 1e-4 * float(l1), rel=1e-5)
     g2, l2 = reference_gradient(x1, lr1)
     run.step()
     # second step: the momentum buffer is 0.5 * g1 + g2
     assert torch.allclose(run.images.detach(), x1 - 3.0 * (0.5 * g1 + g2), rtol=1e-5, atol=1e-7)
-    assert float(run.syn_lr.detach()) == pytest.approx(float(lr1) - 1e-3 * (0.5 * float(l1) + float(l2)), rel=1e-6)
+    assert float(run.syn_lr.detach()) == pytest.approx(float(lr1) - 1e-4 * (0.5 * float(l1) + float(l2)), rel=1e-5)
     assert [m["iteration"] for m in run.metrics] == [0, 1]
 
 
@@ -252,7 +253,7 @@ def _lines(path):
 
 def test_outputs_are_written(tmp_path):
     data, experts = fake_data(), fake_experts()
-    result = D.distill(config(), experts, data, tmp_path, progress=False)
+    result = run.distill(config(), experts, data, tmp_path, progress=False)
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["config"]["ipc"] == IPC and cfg["data"]["name"] == "fake" and "torch" in cfg["versions"]
     assert cfg["experts"]["count"] == 2 and cfg["seeds"]["seed"] == 0
@@ -264,7 +265,7 @@ def test_outputs_are_written(tmp_path):
     assert {"iteration", "loss", "syn_lr", "start_epoch", "expert", "seconds"} <= set(lines[0])
     assert all(0 <= m["start_epoch"] < 2 and m["expert"] in (0, 1) for m in lines)
     assert safe_load(tmp_path / "checkpoint.pt")["iteration"] == 4
-    snaps = D.load_snapshots(tmp_path)
+    snaps = run.load_snapshots(tmp_path)
     assert [i for i, _ in snaps] == [0, 2, 4]
     assert torch.allclose(snaps[-1][1], result.images, atol=1e-2, rtol=1e-2)
     from PIL import Image
@@ -275,15 +276,15 @@ def test_outputs_are_written(tmp_path):
     with Image.open(gif) as im:
         assert im.n_frames == 3
     with pytest.raises(FileExistsError, match="resume"):
-        D.distill(config(), experts, data, tmp_path, progress=False)
+        run.distill(config(), experts, data, tmp_path, progress=False)
     with pytest.raises(ValueError, match="syn_steps"):
-        D.distill(config(syn_steps=4), experts, data, tmp_path, progress=False, resume=True)
+        run.distill(config(syn_steps=4), experts, data, tmp_path, progress=False, resume=True)
 
 
 def test_resume_after_a_crash_is_bit_for_bit(tmp_path):
     data, experts = fake_data(), fake_experts()
     cfg = config(iterations=5, checkpoint_every=2)
-    clean = D.distill(cfg, experts, data, tmp_path / "clean", progress=False)
+    clean = run.distill(cfg, experts, data, tmp_path / "clean", progress=False)
 
     class Crash(Exception):
         pass
@@ -293,9 +294,9 @@ def test_resume_after_a_crash_is_bit_for_bit(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        D.distill(cfg, experts, data, tmp_path / "run", progress=False, callback=crash_after_third)
+        run.distill(cfg, experts, data, tmp_path / "run", progress=False, callback=crash_after_third)
     assert safe_load(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
-    resumed = D.distill(cfg, experts, data, tmp_path / "run", progress=False, resume=True)
+    resumed = run.distill(cfg, experts, data, tmp_path / "run", progress=False, resume=True)
     assert torch.equal(resumed.images, clean.images)
     assert resumed.syn_lr == clean.syn_lr
     strip = [{k: v for k, v in m.items() if k != "seconds"} for m in _lines(tmp_path / "run" / "metrics.jsonl")]
@@ -309,19 +310,19 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = config(model_kwargs={**MODEL_KW, "norm": "none"}, lr_img=1e12, iterations=6, checkpoint_every=1,
                  strategy="unroll")
     with pytest.raises(D.DistillationDiverged, match="Most likely lr_img=1e\\+12 is too high") as err:
-        D.distill(cfg, experts, data, tmp_path, progress=False)
+        run.distill(cfg, experts, data, tmp_path, progress=False)
     state = safe_load(tmp_path / "checkpoint.pt")
     assert state["iteration"] >= 1 and f"iteration {state['iteration']}) is kept" in str(err.value)
     assert torch.isfinite(state["images"]).all() and float(state["syn_lr"]) > 0
     assert len(_lines(tmp_path / "metrics.jsonl")) == state["iteration"]
     # a step size that overshoots below zero points at lr_lr
     with pytest.raises(D.DistillationDiverged, match="syn_lr became .* Most likely lr_lr=10 "):
-        D.distill(config(lr_lr=10.0), fake_experts(), data, tmp_path / "lr", progress=False)
+        run.distill(config(lr_lr=10.0), fake_experts(), data, tmp_path / "lr", progress=False)
 
 
 def test_non_finite_loss_names_lr_img_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     data, experts = fake_data(), fake_experts()
-    real = D.meta_gradient
+    real = matching.meta_gradient
     calls = []
 
     def flaky(*args, **kwargs):
@@ -331,7 +332,7 @@ def test_non_finite_loss_names_lr_img_and_keeps_the_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(D, "meta_gradient", flaky)
     with pytest.raises(D.DistillationDiverged, match="loss is not finite at iteration 3.*lr_img=10"):
-        D.distill(config(iterations=6, checkpoint_every=2), experts, data, tmp_path, progress=False)
+        run.distill(config(iterations=6, checkpoint_every=2), experts, data, tmp_path, progress=False)
     state = safe_load(tmp_path / "checkpoint.pt")
     assert state["iteration"] == 2 and torch.isfinite(state["images"]).all()
     assert safe_load(tmp_path / "distilled.pt")["iteration"] == 2
@@ -343,48 +344,48 @@ def test_non_finite_loss_names_lr_img_and_keeps_the_checkpoint(tmp_path, monkeyp
 def test_memory_estimate_grows_with_steps_only_for_unroll():
     model = make_model("convnet", 3, 10, 32, width=16)
     shape = (3, 32, 32)
-    unroll = [D.estimate_memory(model, 10, shape, n, "unroll") for n in (10, 20, 30, 40)]
-    recompute = [D.estimate_memory(model, 10, shape, n, "recompute") for n in (10, 20, 30, 40)]
-    step = D.step_activation_bytes(model, 10, shape)
+    unroll = [memory.estimate_memory(model, 10, shape, n, "unroll") for n in (10, 20, 30, 40)]
+    recompute = [memory.estimate_memory(model, 10, shape, n, "recompute") for n in (10, 20, 30, 40)]
+    step = memory.step_activation_bytes(model, 10, shape)
     steps = [b - a for a, b in zip(unroll, unroll[1:])]
     assert min(steps) > 0 and max(steps) - min(steps) <= 0.01 * min(steps)  # linear
     assert steps[0] >= 10 * step  # ten more steps keep ten more graphs
     assert recompute[-1] <= 1.1 * recompute[0] and recompute[0] < unroll[0] / 2
-    assert D.step_activation_bytes(model, 20, shape) > 1.5 * step  # grows with the batch
+    assert memory.step_activation_bytes(model, 20, shape) > 1.5 * step  # grows with the batch
 
 
 # --- command line --------------------------------------------------------------------------------
 
 
 def test_cli_runs_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
-    import mttlib.data
+    import mttlib.cli
     import mttlib.experts
 
     data = fake_data()
-    monkeypatch.setattr(mttlib.data, "load_dataset", lambda name, root=None, zca=False: data)
+    monkeypatch.setattr(mttlib.cli, "load_dataset", lambda name, root=None, zca=False: data)
     monkeypatch.setattr(mttlib.experts, "load_experts", lambda path: fake_experts(width=8, depth=None))
     args = ["--dataset", "cifar10-mini", "--ipc", "2", "--preset", "smoke", "--experts", str(tmp_path / "e"),
             "--out", str(tmp_path / "run"), "--no-progress", "--strategy", "unroll", "--lr-img", "50"]
-    assert D.cli(args) == 2  # no smoke preset at ipc 2: a clear error and "no 'smoke' preset" in capsys.readouterr().err
+    assert mttlib.cli.main(["distill", *args]) == 2  # no smoke preset at ipc 2: a clear error and "no 'smoke' preset" in capsys.readouterr().err
     args[3] = "1"
-    assert D.cli(args) == 0
+    assert mttlib.cli.main(["distill", *args]) == 0
     out = capsys.readouterr().out
     assert "unroll" in out and "recompute" in out and "GiB" in out and "<- this run" in out
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert cfg["strategy"] == "unroll" and cfg["lr_img"] == 50 and cfg["preset"] == "cifar10-mini/ipc1/smoke"
     assert len(_lines(tmp_path / "run" / "metrics.jsonl")) == 4
-    assert D.cli(args) == 1 and "--resume" in capsys.readouterr().err
-    assert D.cli(args + ["--resume", "--iterations", "6"]) == 0
+    assert mttlib.cli.main(["distill", *args]) == 2 and "--resume" in capsys.readouterr().err
+    assert mttlib.cli.main(["distill", *args, "--resume", "--iterations", "6"]) == 0
     assert len(_lines(tmp_path / "run" / "metrics.jsonl")) == 6
-    assert D.load_distilled(tmp_path / "run")["iteration"] == 6
+    assert run.load_distilled(tmp_path / "run")["iteration"] == 6
 
 
 def test_auto_strategy_follows_the_memory_budget():
     model = make_model("convnet", 3, 10, 32, width=16)
-    need = D.estimate_memory(model, 10, (3, 32, 32), 20, "unroll")
-    total = D._device_memory(torch.device("cpu"))
-    assert D.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=2 * need / total) == "unroll"
-    assert D.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=0.5 * need / total) == "recompute"
+    need = memory.estimate_memory(model, 10, (3, 32, 32), 20, "unroll")
+    total = memory._device_memory(torch.device("cpu"))
+    assert memory.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=2 * need / total) == "unroll"
+    assert memory.choose_strategy(model, 10, (3, 32, 32), 20, "cpu", budget=0.5 * need / total) == "recompute"
     run = D.Distiller(config(strategy="auto"), fake_experts(), fake_data())
     assert run.strategy == "unroll"  # a tiny problem fits easily
 
@@ -398,6 +399,35 @@ def test_distilled_set_names_its_zca_recipe():
     experts = fake_experts()
     for traj in experts:
         traj.meta["config"]["zca"] = True
-    blob = D._distilled(D.Distiller(config(zca=True), experts, data))
+    blob = run._distilled(D.Distiller(config(zca=True), experts, data))
     assert blob["zca_recipe"] == RECIPE  # evaluation refuses sets of another whitening
-    assert "zca_recipe" not in D._distilled(D.Distiller(config(), fake_experts(), fake_data()))
+    assert "zca_recipe" not in run._distilled(D.Distiller(config(), fake_experts(), fake_data()))
+
+
+def test_expert_sampler_draws_every_start_epoch_below_the_bound_and_no_other():
+    sampler = D.ExpertSampler(num_experts=3, max_start_epoch=4, seed=7)
+    draws = [sampler.sample() for _ in range(400)]
+    assert {e for e, _ in draws} == {0, 1, 2}
+    assert {t for _, t in draws} == {0, 1, 2, 3}  # [0, max_start_epoch): 4 itself never
+    window = [sampler.sample(2, 5)[1] for _ in range(200)]  # a start-epoch schedule's window
+    assert set(window) == {2, 3, 4}
+    again = D.ExpertSampler(num_experts=3, max_start_epoch=4, seed=7)
+    assert [again.sample() for _ in range(400)] == draws  # seeded: the same sequence
+    state = sampler.state_dict()
+    resumed = D.ExpertSampler(num_experts=3, max_start_epoch=4, seed=0)
+    resumed.load_state_dict(state)
+    assert [resumed.sample() for _ in range(5)] == [sampler.sample() for _ in range(5)]
+    with pytest.raises(ValueError, match="low < high"):
+        sampler.sample(3, 3)
+
+
+def test_the_target_is_the_snapshot_expert_epochs_after_the_start():
+    experts = fake_experts(epochs=6)
+    run = D.Distiller(config(expert_epochs=3, max_start_epoch=3), experts, fake_data())
+    for _ in range(20):
+        draw = run.draw()
+        start, target = run.segment(draw)
+        traj = experts[draw.expert]
+        assert torch.equal(start, traj[draw.start_epoch].to(start))
+        assert torch.equal(target, traj[draw.start_epoch + 3].to(target))  # start + expert_epochs, not +/- 1
+

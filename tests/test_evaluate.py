@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mttlib import cli, released
 from mttlib import evaluate as ev
 from mttlib.data import ImageData
 from mttlib.io import CorruptFileError, atomic_save
@@ -94,11 +94,9 @@ def test_lr_drops_tenfold_at_half_time(data: ImageData, epochs: int) -> None:
 
 
 def test_defaults_are_the_papers_recipe() -> None:
-    params = inspect.signature(ev.train_and_test).parameters
-    assert params["momentum"].default == 0.9
-    assert params["weight_decay"].default == 5e-4
-    assert params["batch_size"].default == 256
-    assert params["dsa"].default is True
+    recipe = ev.Recipe(epochs=1000)
+    assert (recipe.momentum, recipe.weight_decay, recipe.batch_size, recipe.lr) == (0.9, 5e-4, 256, 0.01)
+    assert recipe.dsa is True and recipe.lr_decay is True and ev.PAPER_EPOCHS == 1000
 
 
 @pytest.mark.parametrize("momentum, weight_decay, lr", [(0.9, 5e-4, 0.05), (0.5, 0.2, 0.3)])
@@ -313,24 +311,24 @@ def test_load_released_checks_shapes_and_refuses_pickles(data: ImageData, tmp_pa
     labels = torch.arange(4).repeat_interleave(2)
     torch.save(images, tmp_path / "images_best.pt")
     torch.save(labels, tmp_path / "labels_best.pt")
-    x, y = ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_best.pt", data)
+    x, y = released.load_released(tmp_path / "images_best.pt", tmp_path / "labels_best.pt", data)
     assert torch.equal(x, images.detach()) and torch.equal(y, labels) and not x.requires_grad
 
     torch.save(torch.randn(8, 1, 16, 16), tmp_path / "gray.pt")
     with pytest.raises(ValueError, match="1x16x16 but stripes is 3x16x16"):
-        ev.load_released(tmp_path / "gray.pt", tmp_path / "labels_best.pt", data)
+        released.load_released(tmp_path / "gray.pt", tmp_path / "labels_best.pt", data)
     torch.save(labels + 4, tmp_path / "labels_far.pt")
     with pytest.raises(ValueError, match="classes"):
-        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_far.pt", data)
+        released.load_released(tmp_path / "images_best.pt", tmp_path / "labels_far.pt", data)
     torch.save(labels[:5], tmp_path / "labels_short.pt")
     with pytest.raises(ValueError, match="8 images but"):
-        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_short.pt")
+        released.load_released(tmp_path / "images_best.pt", tmp_path / "labels_short.pt")
     torch.save(labels.float(), tmp_path / "labels_float.pt")
     with pytest.raises(ValueError, match="integer"):
-        ev.load_released(tmp_path / "images_best.pt", tmp_path / "labels_float.pt")
+        released.load_released(tmp_path / "images_best.pt", tmp_path / "labels_float.pt")
     torch.save(ev.RunResult(0.5, 0.5, 1.0, 0, "convnet", 1), tmp_path / "pickled.pt")  # an arbitrary object
     with pytest.raises(CorruptFileError):
-        ev.load_released(tmp_path / "pickled.pt", tmp_path / "labels_best.pt", data)
+        released.load_released(tmp_path / "pickled.pt", tmp_path / "labels_best.pt", data)
 
 
 # --------------------------------------------------------------------------- command line
@@ -344,7 +342,7 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
     path = tmp_path / "set.pt"
     atomic_save({"images": x, "labels": y, "syn_lr": torch.tensor(0.02),
                  "config": {"dataset": "cifar10-mini", "zca": False}}, path)
-    code = ev.cli(["--set", str(path), "--models", "mlp", "--runs", "2", "--epochs", "2", "--json",
+    code = cli.main(["evaluate", "--set", str(path), "--models", "mlp", "--runs", "2", "--epochs", "2", "--json",
                    "--no-progress", "--device", "cpu"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -358,8 +356,7 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
 
     # a set file with no learned lr needs --lr
     atomic_save({"images": x, "labels": y, "config": {"dataset": "cifar10-mini"}}, tmp_path / "nolr.pt")
-    with pytest.raises(SystemExit):
-        ev.cli(["--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
+    assert 2 == cli.main(["evaluate", "--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
 
 
 def _spy_training(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -367,9 +364,9 @@ def _spy_training(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     real = ev._train_one
 
-    def spy(model, x, y, data, x_eval, y_eval, **kwargs):
+    def spy(recipe, x, y, data, x_eval, y_eval, *args):
         seen.append((x.detach().clone(), x_eval.detach().clone()))
-        return real(model, x, y, data, x_eval, y_eval, **kwargs)
+        return real(recipe, x, y, data, x_eval, y_eval, *args)
 
     monkeypatch.setattr(ev, "_train_one", spy)
     return seen
@@ -395,7 +392,7 @@ def test_released_zca_set_is_evaluated_in_the_references_space(reference_zca, tm
     atomic_save(torch.from_numpy(whiten(x)).float().reshape(x.shape), tmp_path / "images_best.pt")
     atomic_save(y.clone(), tmp_path / "labels_best.pt")
     seen = _spy_training(monkeypatch)
-    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+    code = cli.main(["evaluate", "--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
                    str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini", "--zca",
                    "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
                    "--device", "cpu"])
@@ -421,17 +418,17 @@ def test_released_plain_set_uses_the_references_normalisation(tmp_path, monkeypa
     atomic_save(((x.double() / 255 - mean) / std).float(), tmp_path / "images_best.pt")
     atomic_save(y.clone(), tmp_path / "labels_best.pt")
     seen = _spy_training(monkeypatch)
-    code = ev.cli(["--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
+    code = cli.main(["evaluate", "--released-images", str(tmp_path / "images_best.pt"), "--released-labels",
                    str(tmp_path / "labels_best.pt"), "--lr", "0.01", "--dataset", "cifar10-mini",
                    "--models", "convnet", "--runs", "1", "--epochs", "1", "--json", "--no-progress",
                    "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     (train_x, test_x), = seen
-    space = ev.released_space(mini)
+    space = released.released_space(mini)
     assert _relative(train_x, space.preprocess(x)) < 1e-6
     assert _relative(test_x, (mini.test_images.double() / 255 - mean) / std) < 1e-6
     # CIFAR-100's released sets live in CIFAR-10's normalisation, as the reference made them
-    assert ev.REFERENCE_NORMALISATION["cifar100"] == ev.REFERENCE_NORMALISATION["cifar10"]
+    assert released.REFERENCE_NORMALISATION["cifar100"] == released.REFERENCE_NORMALISATION["cifar10"]
 
 
 def test_set_distilled_with_the_old_zca_is_refused(tmp_path, capsys) -> None:
@@ -440,6 +437,6 @@ def test_set_distilled_with_the_old_zca_is_refused(tmp_path, capsys) -> None:
     path = tmp_path / "old.pt"
     atomic_save({"images": x, "labels": y, "syn_lr": 0.01, "config": {"dataset": "cifar10-mini", "zca": True}},
                 path)
-    code = ev.cli(["--set", str(path), "--models", "convnet", "--runs", "1", "--epochs", "1", "--no-progress"])
+    code = cli.main(["evaluate", "--set", str(path), "--models", "convnet", "--runs", "1", "--epochs", "1", "--no-progress"])
     assert code == 2
     assert "another recipe" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mttlib import distill as D
+from mttlib import distill as D, run, matching
 from mttlib import followups as FU
 from mttlib.evaluate import SOFT_LABEL_NOTE, evaluate_set, evaluate_soft_and_hard
 from mttlib.io import safe_load
@@ -35,31 +35,38 @@ def _soft_problem(steps=5, batch_syn=4):
 # --- soft cross-entropy and meta-gradients with soft labels -----------------------------------------
 
 
-def test_soft_cross_entropy_reduces_to_cross_entropy_on_one_hot():
-    logits = torch.randn(7, CLASSES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y = torch.arange(7) % CLASSES
+def test_student_step_with_label_logits_is_soft_cross_entropy():
+    fm, start, _, x, y, _, _ = problem()
+    logits = torch.randn(len(y), CLASSES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    theta = start.clone().requires_grad_(True)
+    target = torch.softmax(logits, dim=1)
+    written_out = -(target * torch.log_softmax(fm(theta, x), dim=1)).sum(1).mean()
+    expected, = torch.autograd.grad(written_out, theta)
+    got = matching.step_gradient(fm, start.clone().requires_grad_(True), x, logits, create_graph=False)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    # with one-hot probabilities the soft loss is the ordinary cross-entropy
     one_hot = F.one_hot(y, CLASSES).double()
-    assert float(FU.soft_cross_entropy(logits, one_hot)) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-12)
+    assert float(F.cross_entropy(logits, one_hot)) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-12)
 
 
-@pytest.mark.parametrize("strategy", D.STRATEGIES)
+@pytest.mark.parametrize("strategy", matching.STRATEGIES)
 def test_label_gradient_flows_with_both_strategies(strategy):
     fm, start, target, x, logits, plans, source = _soft_problem(steps=3)
-    out = D.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, strategy)
+    out = matching.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, strategy)
     assert len(out) == 4
     loss, gx, glr, gy = out
     assert gx.shape == x.shape and glr.shape == () and gy.shape == logits.shape
     for g in (gx, glr, gy):
         assert torch.isfinite(g).all() and g.abs().sum() > 0
     # hard labels still give three results
-    assert len(D.meta_gradient(fm, start, target, x, logits.argmax(1), 0.05, plans, source, strategy)) == 3
+    assert len(matching.meta_gradient(fm, start, target, x, logits.argmax(1), 0.05, plans, source, strategy)) == 3
 
 
 def test_unroll_and_recompute_agree_in_float64_with_soft_labels():
     fm, start, target, x, logits, plans, source = _soft_problem(steps=5, batch_syn=4)
     lr = torch.tensor(0.05, dtype=torch.float64)
-    l1, gx1, glr1, gy1 = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "unroll")
-    l2, gx2, glr2, gy2 = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")
+    l1, gx1, glr1, gy1 = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "unroll")
+    l2, gx2, glr2, gy2 = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")
     assert abs(float(l1 - l2)) <= 1e-12 * float(l1)
     assert rel(gx2, gx1) < 1e-8
     assert abs(float(glr2 - glr1)) < 1e-8 * abs(float(glr1))
@@ -71,9 +78,9 @@ def test_label_gradient_matches_finite_differences():
     lr = torch.tensor(0.05, dtype=torch.float64)
 
     def loss(labels):
-        return float(D.meta_gradient(fm, start, target, x, labels, lr, plans, source, "unroll")[0])
+        return float(matching.meta_gradient(fm, start, target, x, labels, lr, plans, source, "unroll")[0])
 
-    gy = D.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")[3]
+    gy = matching.meta_gradient(fm, start, target, x, logits, lr, plans, source, "recompute")[3]
     g = torch.Generator().manual_seed(4)
     eps = 1e-5
     for _ in range(3):
@@ -87,8 +94,8 @@ def test_one_hot_like_logits_reproduce_hard_label_pixel_gradient():
     """Soft labels that are (numerically) one-hot give the hard-label meta-gradient."""
     fm, start, target, x, y, plans, source = problem(steps=3, batch_syn=4)
     logits = 200.0 * F.one_hot(y, CLASSES).double()
-    hard = D.meta_gradient(fm, start, target, x, y, 0.05, plans, source, "recompute")
-    soft = D.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, "recompute")
+    hard = matching.meta_gradient(fm, start, target, x, y, 0.05, plans, source, "recompute")
+    soft = matching.meta_gradient(fm, start, target, x, logits, 0.05, plans, source, "recompute")
     assert rel(soft[1], hard[1]) < 1e-10 and float(soft[0]) == pytest.approx(float(hard[0]), rel=1e-12)
 
 
@@ -104,7 +111,7 @@ def test_tesla_labels_are_the_experts_softmax_and_stay_fixed():
     before = run.label_logits.clone()
     run.step()
     run.step()
-    assert torch.equal(run.label_logits, before) and run.opt_label is None
+    assert torch.equal(run.label_logits, before) and run.extras.opt_label is None
 
 
 def test_datm_labels_start_from_correct_experts_and_learn():
@@ -120,14 +127,14 @@ def test_datm_labels_start_from_correct_experts_and_learn():
     before = run.label_logits.detach().clone()
     run.step()
     assert not torch.equal(run.label_logits.detach(), before), "the logits learn"
-    assert run.opt_label.param_groups[0]["momentum"] == 0.9
+    assert run.extras.opt_label.param_groups[0]["momentum"] == 0.9
     assert torch.isfinite(run.label_logits).all()
 
 
 def test_soft_label_loop_is_the_same_with_both_strategies():
     data, experts = fake_data(), fake_experts()
-    results = {s: D.distill(config(soft_labels="learn", strategy=s, iterations=2), experts, data, None,
-                            progress=False) for s in D.STRATEGIES}
+    results = {s: run.distill(config(soft_labels="learn", strategy=s, iterations=2), experts, data, None,
+                            progress=False) for s in matching.STRATEGIES}
     a, b = results["unroll"], results["recompute"]
     assert rel(b.images, a.images) < 1e-5 and rel(b.label_logits, a.label_logits) < 1e-5
     assert b.soft_labels.shape == (CLASSES * IPC, CLASSES)
@@ -155,7 +162,7 @@ def test_start_epoch_schedule_values():
 def test_schedule_draws_inside_the_window():
     data, experts = fake_data(), fake_experts()
     cfg = config(min_start_epoch=1, max_start_epoch=2, max_start_epoch_end=3, start_epoch_rise=3, iterations=12)
-    result = D.distill(cfg, experts, data, None, progress=False)
+    result = run.distill(cfg, experts, data, None, progress=False)
     uppers = [m["start_upper"] for m in result.metrics]
     assert uppers == [FU.start_epoch_upper(i, 2, 3, 3) for i in range(12)]
     assert all(1 <= m["start_epoch"] < m["start_upper"] for m in result.metrics)
@@ -227,29 +234,29 @@ def test_options_off_give_identical_results():
     explicit = D.Distiller(config(soft_labels="none", lr_label=2.0, label_epoch=None, label_expert=0,
                                   min_start_epoch=0, max_start_epoch_end=None, start_epoch_rise=0,
                                   ema_decay=None), experts, data)
-    for run in (plain, explicit):
+    for distiller in (plain, explicit):
         for _ in range(3):
-            run.step()
+            distiller.step()
     assert torch.equal(plain.images, explicit.images) and torch.equal(plain.syn_lr, explicit.syn_lr)
     assert _strip(plain.metrics) == _strip(explicit.metrics)
     state = plain.state_dict()
     assert not {"label_logits", "opt_label", "images_ema"} & set(state), "the checkpoint is as before"
-    assert set(D._distilled(plain)) == {"format", "images", "labels", "syn_lr", "iteration", "config"}
+    assert set(run._distilled(plain)) == {"format", "images", "labels", "syn_lr", "iteration", "config"}
     # a checkpoint written before the follow-ups existed (no such config fields) still resumes
     old = {k: v for k, v in state["config"].items() if k not in ("soft_labels", "lr_label", "label_epoch",
                                                                    "label_expert", "min_start_epoch",
                                                                    "max_start_epoch_end", "start_epoch_rise",
                                                                    "ema_decay")}
-    D._check_resumable(old, config(), "checkpoint.pt")
+    run._check_resumable(old, config(), "checkpoint.pt")
     with pytest.raises(ValueError, match="soft_labels"):
-        D._check_resumable(old, config(soft_labels="learn"), "checkpoint.pt")
+        run._check_resumable(old, config(soft_labels="learn"), "checkpoint.pt")
 
 
 def test_resume_with_every_option_is_bit_for_bit(tmp_path):
     data, experts = fake_data(), fake_experts()
     cfg = config(iterations=5, checkpoint_every=2, soft_labels="learn", lr_label=5.0, ema_decay=0.6,
                  min_start_epoch=0, max_start_epoch_end=3, start_epoch_rise=3, strategy="unroll")
-    clean = D.distill(cfg, experts, data, tmp_path / "clean", progress=False)
+    clean = run.distill(cfg, experts, data, tmp_path / "clean", progress=False)
 
     class Crash(Exception):
         pass
@@ -259,19 +266,19 @@ def test_resume_with_every_option_is_bit_for_bit(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        D.distill(cfg, experts, data, tmp_path / "run", progress=False, callback=crash)
+        run.distill(cfg, experts, data, tmp_path / "run", progress=False, callback=crash)
     assert set(safe_load(tmp_path / "run" / "checkpoint.pt")) >= {"label_logits", "opt_label", "images_ema"}
-    resumed = D.distill(cfg, experts, data, tmp_path / "run", progress=False, resume=True)
+    resumed = run.distill(cfg, experts, data, tmp_path / "run", progress=False, resume=True)
     assert torch.equal(resumed.images, clean.images) and resumed.syn_lr == clean.syn_lr
     assert torch.equal(resumed.label_logits, clean.label_logits)
     assert torch.equal(resumed.images_ema, clean.images_ema)
     assert _strip(resumed.metrics) == _strip(clean.metrics)
-    saved = D.load_distilled(tmp_path / "run")
+    saved = run.load_distilled(tmp_path / "run")
     assert torch.equal(saved["images_ema"], clean.images_ema) and torch.equal(saved["label_logits"], clean.label_logits)
     assert torch.allclose(saved["soft_labels"], F.softmax(clean.label_logits, 1))
     assert saved["images"].shape == saved["images_ema"].shape
     with pytest.raises(ValueError, match="ema_decay"):
-        D.distill(cfg.replace(ema_decay=None), experts, data, tmp_path / "run", progress=False, resume=True)
+        run.distill(cfg.replace(ema_decay=None), experts, data, tmp_path / "run", progress=False, resume=True)
 
 
 def test_texture_mode_refuses_soft_labels_and_keeps_an_ema():
@@ -329,18 +336,18 @@ def test_followup_bundles_make_valid_configs(name):
 
 
 def test_cli_followup_switches(tmp_path, monkeypatch):
-    import mttlib.data
+    import mttlib.cli
     import mttlib.experts
 
     data = fake_data()
-    monkeypatch.setattr(mttlib.data, "load_dataset", lambda name, root=None, zca=False: data)
+    monkeypatch.setattr(mttlib.cli, "load_dataset", lambda name, root=None, zca=False: data)
     monkeypatch.setattr(mttlib.experts, "load_experts", lambda path: fake_experts(width=8, depth=None))
     args = ["--dataset", "cifar10-mini", "--ipc", "1", "--preset", "smoke", "--experts", str(tmp_path / "e"),
             "--out", str(tmp_path / "run"), "--no-progress", "--strategy", "recompute", "--followup", "tesla",
             "--ema-decay", "0.5", "--iterations", "2"]
-    assert D.cli(args) == 0
+    assert mttlib.cli.main(["distill", *args]) == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert cfg["soft_labels"] == "fixed" and cfg["ema_decay"] == 0.5
-    saved = D.load_distilled(tmp_path / "run")
+    saved = run.load_distilled(tmp_path / "run")
     assert {"soft_labels", "images_ema"} <= set(saved) and math.isclose(float(saved["soft_labels"].sum()), 3.0,
                                                                         rel_tol=1e-5)

@@ -7,6 +7,7 @@ decode of the file it should come from.
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 from pathlib import Path
@@ -16,9 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+import mttlib.folders as folders
 import mttlib.imagenet as inet
 from mttlib.data import load_dataset
-from mttlib.paths import KIT_ROOT
+from mttlib.io import KIT_ROOT
 
 CIFAR = KIT_ROOT / "data" / "cifar10-mini" / "train"
 
@@ -101,9 +103,6 @@ def test_wnid_table_is_the_sorted_ilsvrc_list_read_next_to_the_module():
              999: ("n15075141", "toilet tissue")}
     for index, (wnid, name) in known.items():
         assert wnids[index] == wnid and names[index] == name
-        assert inet.wnid_index(wnid) == index
-    with pytest.raises(KeyError, match="n00000000"):
-        inet.wnid_index("n00000000")
 
 
 def test_subsets_follow_the_paper_order():
@@ -127,9 +126,9 @@ def test_subsets_follow_the_paper_order():
 
 def test_name_options_are_parsed_and_checked():
     assert inet.parse_imagenet_name("imagenet:ImageWoof") == {
-        "subset": "imagewoof", "resize": "paper", "size": 128, "per_class": None}
+        "subset": "imagewoof", "resize": "paper", "image_size": 128, "per_class": None}
     assert inet.parse_imagenet_name("imagenet:imagefruit:resize=center_crop,size=64,per_class=5") == {
-        "subset": "imagefruit", "resize": "center_crop", "size": 64, "per_class": 5}
+        "subset": "imagefruit", "resize": "center_crop", "image_size": 64, "per_class": 5}
     for bad in ("imagenet:imagewoof:crop", "imagenet:imagewoof:resize=squash", "imagenet:imagewoof:size=0"):
         with pytest.raises(ValueError):
             inet.parse_imagenet_name(bad)
@@ -175,7 +174,7 @@ def test_center_crop_keeps_the_aspect_and_the_middle():
 @pytest.mark.parametrize("val_layout", ["folders", "kaggle", "meta"])
 def test_imagenet_subset_labels_follow_the_paper_order(tmp_path, val_layout):
     files = _imagenet_tree(tmp_path / "imagenet", "imagewoof", val_layout)
-    data = inet.load_imagenet_subset("imagewoof", tmp_path / "imagenet", cache=False, progress=False)
+    data = inet.load_imagenet_subset("imagewoof", tmp_path / "imagenet", progress=False)
     for split, folder in (("train", "train"), ("test", "val")):
         images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
         want_images, want_labels = _expected("imagewoof", files[folder])
@@ -201,7 +200,7 @@ def test_torchvision_reads_the_meta_file_layout_the_same_way(tmp_path):
 
 def test_preprocess_turns_uint8_into_normalised_float(tmp_path):
     _imagenet_tree(tmp_path, "imagenette", "folders", n_train=2, n_val=1)
-    data = inet.load_imagenet_subset("imagenette", tmp_path, cache=False, progress=False)
+    data = inet.load_imagenet_subset("imagenette", tmp_path, progress=False)
     x = data.preprocess(data.train_images[:4])
     assert x.dtype == torch.float32 and x.shape == (4, 3, 128, 128)
     mean = torch.tensor(inet.IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -215,7 +214,7 @@ def test_both_resize_modes_give_the_requested_size(tmp_path, resize):
     files = _imagenet_tree(tmp_path, "imagemeow", "folders", n_train=2, n_val=1, size=96)
     # a non-square image, as most ImageNet photos are
     _write(_sources()[0], tmp_path / "train" / "n02123045" / "n02123045_9.JPEG", (120, 80))
-    data = inet.load_imagenet_subset("imagemeow", tmp_path, resize=resize, image_size=64, cache=False,
+    data = inet.load_imagenet_subset("imagemeow", tmp_path, resize=resize, image_size=64,
                                      progress=False)
     assert data.train_images.shape == (21, 3, 64, 64) and data.test_images.shape == (10, 3, 64, 64)
     wide = _pixels(tmp_path / "train" / "n02123045" / "n02123045_9.JPEG")
@@ -232,7 +231,7 @@ def test_missing_wnid_folder_is_named(tmp_path):
         f.unlink()
     (tmp_path / "train" / "n02096294").rmdir()
     with pytest.raises(FileNotFoundError) as err:
-        inet.load_imagenet_subset("imagewoof", tmp_path, cache=False, progress=False)
+        inet.load_imagenet_subset("imagewoof", tmp_path, progress=False)
     message = str(err.value)
     assert "n02096294" in message and "Australian terrier" in message and str(tmp_path / "train") in message
 
@@ -241,9 +240,9 @@ def test_flat_val_without_ground_truth_says_what_is_supported(tmp_path):
     _imagenet_tree(tmp_path, "imagenette", "kaggle", n_train=1, n_val=1)
     (tmp_path / "LOC_val_solution.csv").unlink()
     with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv"):
-        inet.load_imagenet_subset("imagenette", tmp_path, cache=False, progress=False)
+        inet.load_imagenet_subset("imagenette", tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match="MTT_IMAGENET"):
-        inet.load_imagenet_subset("imagenette", tmp_path / "nowhere", cache=False, progress=False)
+        inet.load_imagenet_subset("imagenette", tmp_path / "nowhere", progress=False)
 
 
 def test_cache_round_trip_and_rebuild(tmp_path, monkeypatch):
@@ -256,7 +255,7 @@ def test_cache_round_trip_and_rebuild(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache is current")
 
-    monkeypatch.setattr(inet, "_decode", no_decoding)
+    monkeypatch.setattr(folders, "_decode", no_decoding)
     again = inet.load_imagenet_subset("imagesquawk", tmp_path / "tree", cache_dir=cache, progress=False)
     for key in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(first, key), getattr(again, key))
@@ -269,6 +268,32 @@ def test_cache_round_trip_and_rebuild(tmp_path, monkeypatch):
     inet.load_imagenet_subset("imagesquawk", tmp_path / "tree", cache_dir=cache, progress=False)
     assert [p.name for p in cache.glob("*.pt")] != [p.name for p in written]  # old version replaced
     assert len(list(cache.glob("*.pt"))) == 1
+
+
+def _prepare_script():
+    spec = importlib.util.spec_from_file_location("prepare_imagenet_val", KIT_ROOT / "scripts" / "prepare_imagenet_val.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("val_layout", ["kaggle", "meta"])
+def test_script_sorts_a_flat_val_split_into_wnid_folders(tmp_path, val_layout):
+    files = _imagenet_tree(tmp_path, "imagewoof", val_layout, n_train=1, n_val=2)
+    flat = inet.load_imagenet_subset("imagewoof", tmp_path, progress=False)
+    script = _prepare_script()
+    assert script.main([str(tmp_path), "--dry-run"]) == 0
+    assert len(list((tmp_path / "val").glob("*.JPEG"))) == 22  # nothing moved
+    assert script.main([str(tmp_path)]) == 0
+    assert not list((tmp_path / "val").glob("*.JPEG"))
+    for wnid, paths in files["val"].items():  # goldfish, outside the subset, is sorted too
+        assert sorted(p.name for p in (tmp_path / "val" / wnid).iterdir()) == sorted(p.name for p in paths)
+    for truth in ("LOC_val_solution.csv", "meta.bin"):
+        (tmp_path / truth).unlink(missing_ok=True)
+    folders_layout = inet.load_imagenet_subset("imagewoof", tmp_path, progress=False)
+    assert torch.equal(folders_layout.test_images, flat.test_images)
+    assert torch.equal(folders_layout.test_labels, flat.test_labels)
+    assert script.sort_val(tmp_path) == 0  # nothing left to sort
 
 
 def test_registry_finds_the_tree_under_the_data_root_or_the_environment(tmp_path, monkeypatch):
@@ -332,11 +357,11 @@ def test_tiny_imagenet_as_distributed(tmp_path):
 
 def test_tiny_imagenet_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="wnids.txt"):
-        inet.load_tiny_imagenet(tmp_path / "tiny-imagenet-200", cache=False, progress=False)
+        inet.load_tiny_imagenet(tmp_path / "tiny-imagenet-200", progress=False)
     _tiny_tree(tmp_path / "tiny-imagenet-200", n_train=1, n_val=1)
     (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99999999\t0\t0\t1\t1\n")
     with pytest.raises(Exception, match="val_annotations.txt"):
-        inet.load_tiny_imagenet(tmp_path / "tiny-imagenet-200", cache=False, progress=False)
+        inet.load_tiny_imagenet(tmp_path / "tiny-imagenet-200", progress=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,7 +407,7 @@ def test_standin_names_load_through_the_registry_and_round_trip():
     assert small.name == "cifar10-mini@64:per_class=1,test_per_class=1 (stand-in for an ImageNet subset)"
     again = load_dataset(small.name)  # the name, note included, loads the same data
     assert torch.equal(again.train_images, small.train_images) and torch.equal(again.test_labels, small.test_labels)
-    assert inet.parse_standin_name(small.name) == {"size": 64, "per_class": 1, "test_per_class": 1}
+    assert inet.parse_standin_name(small.name) == {"image_size": 64, "per_class": 1, "test_per_class": 1}
     with pytest.raises(ValueError, match="at least 32"):
         load_dataset("cifar10-mini@16")
     with pytest.raises(ValueError, match="per_class"):

@@ -7,6 +7,7 @@ the module's own forward and autograd, finite differences (gradcheck, float64).
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 import torch
@@ -178,6 +179,29 @@ def test_norm_variants_of_the_other_networks():
     assert len(layers_of(ap, nn.AvgPool2d)) == 6  # three stages: main path and shortcut
     plain = make_model("resnet18_bn", 3, 10, 32, width=8)
     assert sum(c.stride == (2, 2) for c in layers_of(plain, nn.Conv2d)) == 6
+
+
+# Expert trajectories store flat parameter vectors, so each model's parameter order and shapes are
+# part of the file format. Fingerprints of ``name:shape;...`` at 3 x 32 px and 10 classes.
+LAYOUTS = {
+    "convnet": "706b3894d026", "convnetd1": "be98db72c8a9", "convnetd2": "040ecf9932c9", "convnetd3": "706b3894d026",
+    "convnetd4": "47ec3e1d8b76", "convnetd5": "958114d6827f", "convnetw32": "5528df36dca2",
+    "convnetw64": "41bc25f288f4", "convnetw128": "706b3894d026", "convnetw256": "5481f91bbda5",
+    "convnet_bn": "706b3894d026", "convnet_ln": "706b3894d026", "convnet_in": "706b3894d026",
+    "convnet_gn": "706b3894d026", "convnet_nn": "8eafe4dd9cf9", "convnet_mp": "706b3894d026",
+    "convnet_ap": "706b3894d026", "convnet_np": "a955395eea37", "convnet_sigmoid": "706b3894d026",
+    "convnet_relu": "706b3894d026", "convnet_leakyrelu": "706b3894d026", "alexnet": "5435a3a1d187",
+    "alexnet_bn": "4b6c3f6ba977", "vgg11": "eb4941c050cb", "vgg11_bn": "eb4941c050cb", "resnet18": "423ce3dbc722",
+    "resnet18_bn": "423ce3dbc722", "resnet18_bn_ap": "7741327f28dc", "lenet": "2f7506f13109", "mlp": "dadaca6dca34",
+}
+
+
+def test_every_name_keeps_its_parameter_layout():
+    assert set(MODEL_NAMES) == set(LAYOUTS), "a model name was added or removed: update LAYOUTS deliberately"
+    for name in MODEL_NAMES:
+        layout = ";".join(f"{n}:{tuple(p.shape)}" for n, p in make_model(name, 3, 10, 32).named_parameters())
+        assert hashlib.sha256(layout.encode()).hexdigest()[:12] == LAYOUTS[name], (
+            f"{name}: parameter order or shapes changed, so saved expert trajectories no longer load")
 
 
 def test_construction_uses_but_never_reseeds_the_global_generator():

@@ -2,7 +2,7 @@
 then a short run and the three-way accuracy table.
 
 The hand-written iteration is an independent computation (a plain loop of
-``autograd.grad(create_graph=True)`` steps) of what ``mttlib.distill.meta_gradient`` returns, so a
+``autograd.grad(create_graph=True)`` steps) of what ``mttlib.matching.meta_gradient`` returns, so a
 wrong adjoint, a dropped Hessian term, a replayed augmentation that differs or a wrong loss
 normalisation shows up as a difference far above float32 round-off. At smoke size nothing is
 expected to learn: the accuracies are only checked to be fractions.

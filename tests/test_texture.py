@@ -9,7 +9,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mttlib import texture, viz
+from mttlib import cli, evaluate, texture, viz
+from mttlib import widgets as widgets_mod
 from mttlib.augment import DSA
 from mttlib.texture import (TextureBatchSource, check_texture_data, crop_transform, export_pngs, init_canvases,
                             random_offsets, seam_ratio, seam_score, tile, toroidal_crop)
@@ -308,6 +309,7 @@ def test_export_writes_pngs_of_the_right_size(tmp_path):
     canvases, labels = init_canvases(data, per_class=2, canvas_size=2, generator=torch.Generator().manual_seed(0))
     paths = export_pngs(canvases, labels, data.classes, data, tmp_path, upscale=4)
     assert len(paths) == 6 * 2 + 1 and all(p.exists() for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
     tile_png = Image.open(tmp_path / "class_1_0_tile.png")
     assert tile_png.size == (64, 64) and tile_png.mode == "RGB"
     assert Image.open(tmp_path / "class_1_0_tiled.png").size == (192, 192)
@@ -331,7 +333,7 @@ def test_export_grayscale(tmp_path):
     assert Image.open(paths[-1]).size == (((16 + 2) * 3 + 2) * 2, (16 + 2 + 2) * 2)
 
 
-def test_cli_export(tmp_path):
+def test_cli_export(tmp_path, capsys):
     from PIL import Image
 
     from mttlib.io import atomic_save
@@ -339,12 +341,12 @@ def test_cli_export(tmp_path):
     canvases = torch.randn(2, 3, 16, 16)
     config = {"dataset": "tiny", "data": {"mean": [0.5] * 3, "std": [0.25] * 3, "classes": ["cat", "dog"]}}
     atomic_save({"images": canvases, "labels": torch.tensor([0, 1]), "config": config}, tmp_path / "set.pt")
-    assert texture.cli(["export", str(tmp_path / "set.pt"), "--out", str(tmp_path / "png"), "--upscale", "2"]) == 0
+    assert cli.main(["texture", "export", str(tmp_path / "set.pt"), "--out", str(tmp_path / "png"), "--upscale", "2"]) == 0
     assert Image.open(tmp_path / "png" / "dog_tiled.png").size == (96, 96)
     assert (tmp_path / "png" / "sheet.png").exists()
     atomic_save({"images": canvases}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a texture set"):
-        texture.cli(["export", str(tmp_path / "bad.pt")])
+    assert cli.main(["texture", "export", str(tmp_path / "bad.pt")]) == 2
+    assert "not a texture set" in capsys.readouterr().err
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -383,7 +385,7 @@ def test_tiling_widget_redraws_the_figure_functions(monkeypatch):
         ("garment", canvas, tiles, zoom)) or Figure())
     data = tiny_data()
     canvases, _ = init_canvases(data, per_class=1, canvas_size=2, generator=torch.Generator().manual_seed(0))
-    box = texture.tiling_widget(canvases, data.classes, data)
+    box = widgets_mod.tiling_widget(canvases, data.classes, data)
     assert isinstance(box, widgets.VBox)
     pick, tiles, zoom = box.children[0].children
     assert [c[0] for c in calls] == ["tiling", "garment"]  # drawn once at start
@@ -397,7 +399,7 @@ def test_tiling_widget_redraws_the_figure_functions(monkeypatch):
 def test_evaluate_textures_runs_textures_and_baselines_under_one_recipe():
     data = tiny_data()
     canvases, labels = init_canvases(data, per_class=1, canvas_size=2, generator=torch.Generator().manual_seed(0))
-    results = texture.evaluate_textures(canvases, labels, data, lr=0.02, epochs=2, num_runs=1,
+    results = evaluate.evaluate_textures(canvases, labels, data, lr=0.02, epochs=2, num_runs=1,
                                         baselines=("real", "real_tiles"), device="cpu", progress=False,
                                         model_kwargs={"depth": 1, "width": 8})
     assert list(results) == ["textures", "real", "real_tiles"]
@@ -407,7 +409,7 @@ def test_evaluate_textures_runs_textures_and_baselines_under_one_recipe():
         assert result.config["num_images"] == 3
     assert results["textures"].config["lr"] == 0.02 and results["real"].config["lr"] == 0.01
     with pytest.raises(ValueError, match="unknown baseline"):
-        texture.evaluate_textures(canvases, labels, data, lr=0.02, epochs=1, num_runs=1, baselines=("fake",),
+        evaluate.evaluate_textures(canvases, labels, data, lr=0.02, epochs=1, num_runs=1, baselines=("fake",),
                                   device="cpu", progress=False, model_kwargs={"depth": 1, "width": 8})
 
 
@@ -421,7 +423,7 @@ def tiny_experts(data, num: int = 1, epochs: int = 3, steps_per_epoch: int = 3, 
     """Trajectories of plain full-batch SGD on ``data``'s training images (a stand-in for experts)."""
     import torch.nn.functional as F
 
-    from mttlib.experts import Trajectory
+    from mttlib.trajectory import Trajectory
     from mttlib.models import FunctionalModel, make_model
 
     kw = dict(model_kwargs or TINY_MODEL)
@@ -469,7 +471,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("batch_canvases", [None, 2])
 def test_unroll_and_recompute_agree_in_texture_mode(batch_canvases):
-    from mttlib.distill import meta_gradient
+    from mttlib.matching import meta_gradient
 
     fm, start, target, canvases, labels, plans, source = texture_problem(batch_canvases, steps=5)
     assert len({p["dsa"].op for p in plans}) >= 2, "the test should see several DSA operations"
@@ -485,7 +487,7 @@ def test_unroll_and_recompute_agree_in_texture_mode(batch_canvases):
 
 
 def test_texture_meta_gradient_matches_finite_differences_at_the_border():
-    from mttlib.distill import meta_gradient
+    from mttlib.matching import meta_gradient
 
     # no cutout here: on 8 px crops it can leave a feature map nearly constant, and its instance
     # norm then has a kink steep enough to spoil central differences (the gradient is still exact)
@@ -512,7 +514,7 @@ def test_texture_batches_equal_an_independent_training_loop():
     """The student's loss equals an nn.Module trained by torch.optim.SGD on crops cut with torch.roll."""
     import torch.nn.functional as F
 
-    from mttlib.distill import meta_gradient
+    from mttlib.matching import meta_gradient
     from mttlib.models import make_model
 
     fm, start, target, canvases, labels, plans, source = texture_problem(steps=3, dsa=False)
@@ -646,22 +648,22 @@ def test_cli_distills_and_exports_textures(tmp_path, capsys):
     args = ["distill", "--dataset", "cifar10-mini", "--ipc", "1", "--classes", "0,bird,8", "--canvas-size", "2",
             "--canvas-samples", "2", "--preset", "smoke", "--experts", str(tmp_path), "--out", str(run),
             "--iterations", "2", "--strategy", "unroll", "--no-progress"]
-    assert texture.cli(args) == 0
+    assert cli.main(["texture", *args]) == 0
     assert "seam ratio" in capsys.readouterr().out
     tex = texture.load_textures(run)
     assert tex["images"].shape == (3, 3, 64, 64) and tex["labels"].tolist() == [0, 2, 8]
     assert tex["config"]["strategy"] == "unroll" and tex["config"]["iterations"] == 2
-    assert texture.cli(["export", str(run), "--upscale", "2"]) == 0
+    assert cli.main(["texture", "export", str(run), "--upscale", "2"]) == 0
     for name in ("airplane", "bird", "ship"):
         assert Image.open(run / "png" / f"{name}_tile.png").size == (128, 128)
         assert Image.open(run / "png" / f"{name}_tiled.png").size == (384, 384)
     assert Image.open(run / "png" / "sheet.png").size == (((64 + 2) * 3 + 2) * 2, (64 + 2 + 2) * 2)
     assert not (run / "png" / "cat_tile.png").exists()
     # resuming with more iterations continues the run; a missing experts folder is a clear error
-    assert texture.cli(args[:-5] + ["--iterations", "3", "--strategy", "recompute", "--no-progress", "--resume"]) == 0
+    assert cli.main(["texture", *args[:-5] + ["--iterations", "3", "--strategy", "recompute", "--no-progress", "--resume"]]) == 0
     assert texture.load_textures(run)["iteration"] == 3
-    assert texture.cli(args[:14] + [str(tmp_path / "none"), "--out", str(tmp_path / "other")]) == 2
-    assert "Train experts" in capsys.readouterr().err
+    assert cli.main(["texture", *args[:14] + [str(tmp_path / "none"), "--out", str(tmp_path / "other")]]) == 2
+    assert "Train them first" in capsys.readouterr().err
 
 
 def small_real_data(per_class: int = 100):
@@ -687,9 +689,10 @@ def test_texture_mode_tiles_where_crops_without_wrap_around_leave_seams():
     epoch and DSA). Its border is then reached by few crops (a corner pixel by 1 of 17 x 17
     offsets), so it keeps its starting noise while the inside changes: a faint frame that shows
     as a grid when tiled, and a seam ratio well below 1. Texture mode treats every pixel alike.
-    Measured over seeds 0-9 (3 canvases each): texture ratios 0.90-1.11 per canvas, control means
-    0.64-0.72; mean seam score texture 0.035-0.088, control 0.34-0.44 (texture/control at most
-    0.24); border-ring change over core change texture 0.92-1.05, control 0.27-0.36.
+    Measured over seeds 0-9 (3 canvases each): texture ratios 0.77-1.29 per canvas and 0.93-1.14
+    per seed (mean of 3), control means 0.63-0.73; mean seam score texture 0.02-0.15, control
+    0.31-0.47 (texture/control at most 0.39); border-ring change over core change texture
+    0.91-1.02, control 0.28-0.37.
     """
     from mttlib.distill import DistillConfig
 
@@ -703,7 +706,7 @@ def test_texture_mode_tiles_where_crops_without_wrap_around_leave_seams():
     runs = {wrap: texture.distill_textures(data, experts, None, config=config, canvas_samples=2, wrap=wrap,
                                            progress=False).images for wrap in (True, False)}
     tex, control = runs[True], runs[False]
-    assert all(0.85 < float(r) < 1.2 for r in seam_ratio(tex))
+    assert 0.85 < float(seam_ratio(tex).mean()) < 1.2 and all(0.7 < float(r) < 1.4 for r in seam_ratio(tex))
     assert float(seam_ratio(control).mean()) < 0.8
     assert float(seam_score(tex).mean()) < 0.5 * float(seam_score(control).mean())
     # the mechanism: without wrap-around the outer ring of pixels hardly moves from its start
@@ -722,6 +725,7 @@ def test_class_subset_relabels_and_keeps_normalisation():
     data = tiny_data()
     sub = texture.class_subset(data, [2, "class 0"])
     assert sub.classes == ["class 2", "class 0"] and sub.mean == data.mean and sub.std == data.std
+    assert sub.name == "tiny[class 2,class 0]" and sub.train_labels.tolist().count(0) == 6
     assert len(sub.train_images) == 12 and len(sub.test_images) == 4
     for image, label in zip(sub.train_images, sub.train_labels.tolist()):
         original = [i for i in range(len(data.train_images)) if torch.equal(data.train_images[i], image)]
@@ -735,14 +739,14 @@ def test_evaluate_textures_of_some_classes_is_a_task_on_those_classes():
     canvases, labels = init_canvases(data, per_class=1, canvas_size=2, generator=torch.Generator().manual_seed(0),
                                      classes=[2, 0])
     kw = dict(epochs=1, num_runs=1, device="cpu", progress=False, model_kwargs={"depth": 1, "width": 8})
-    results = texture.evaluate_textures(canvases, labels, data, lr=0.02, **kw)
+    results = evaluate.evaluate_textures(canvases, labels, data, lr=0.02, **kw)
     for result in results.values():
         assert result.config["eval_classes"] == ["class 0", "class 2"]
         assert result.config["eval_size"] == 4 and result.config["num_images"] == 2
-    everything = texture.evaluate_textures(canvases, labels, data, lr=0.02, classes="all", baselines=(), **kw)
+    everything = evaluate.evaluate_textures(canvases, labels, data, lr=0.02, classes="all", baselines=(), **kw)
     assert everything["textures"].config["eval_size"] == 6
     with pytest.raises(ValueError, match="outside"):
-        texture.evaluate_textures(canvases, labels, data, lr=0.02, classes=[0, 1], **kw)
+        evaluate.evaluate_textures(canvases, labels, data, lr=0.02, classes=[0, 1], **kw)
 
 
 def test_crop_windows_figure_shows_the_tiling_and_the_crops():

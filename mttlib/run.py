@@ -1,0 +1,173 @@
+"""A distillation run on disk: the loop of :class:`mttlib.distill.Distiller` in a folder that
+survives being killed. :func:`distill` writes ``config.json``, ``metrics.jsonl`` (a line per
+iteration), ``checkpoint.pt`` (all that is needed to continue bit for bit), ``distilled.pt``
+(images, labels, the learned ``syn_lr``, the configuration) and ``snapshots/`` for the animation,
+each atomically; ``resume=True`` continues a killed run and ends where an uninterrupted one
+would. Taught in notebook ``02_trajectory_matching``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mttlib import __version__
+from mttlib.data import ImageData
+from mttlib.distill import DistillationDiverged, DistillConfig, Distiller, run_seeds
+from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
+from mttlib.matching import BatchSource
+from mttlib.trajectory import Trajectory
+from mttlib.zca import RECIPE as ZCA_RECIPE
+from mttlib.zca import check_recipe
+
+__all__ = ["DistillResult", "distill", "load_distilled", "load_snapshots", "DISTILLED_FORMAT"]
+
+DISTILLED_FORMAT = "mttlib.distill.distilled/1"
+
+
+@dataclass
+class DistillResult:
+    """What a run produced: the synthetic set, its learned step size, metrics and the folder."""
+    images: Tensor
+    labels: Tensor
+    syn_lr: float
+    metrics: list[dict[str, Any]]
+    config: DistillConfig
+    out_dir: Path | None = None
+    soft_labels: Tensor | None = None  # [N, classes] probabilities, when the run used soft labels
+    label_logits: Tensor | None = None  # their logits (soft_labels = softmax(label_logits))
+    images_ema: Tensor | None = None  # the moving average of the images, when ema_decay was set
+
+
+def _distilled(run: Distiller) -> dict[str, Any]:
+    out = {"format": DISTILLED_FORMAT, "images": run.images.detach().cpu().clone(), "labels": run.labels.cpu().clone(),
+           "syn_lr": float(run.syn_lr.detach()), "iteration": run.iteration, "config": run.config.to_dict(),
+           **run.extras.outputs()}
+    if run.config.zca:  # which whitening the images live in (loading refuses another)
+        out["zca_recipe"] = ZCA_RECIPE
+    return out
+
+
+def _snapshot(run: Distiller, out: Path) -> None:
+    # half precision halves the files of an animation; it is for display, not for resuming
+    atomic_save({"iteration": run.iteration, "images": run.images.detach().cpu().half(), "labels": run.labels.cpu(),
+                 "syn_lr": float(run.syn_lr.detach())}, out / "snapshots" / f"iter_{run.iteration:06d}.pt")
+
+
+def _check_resumable(saved: dict[str, Any], config: DistillConfig, ckpt: Path | str) -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig) if f.default is not dataclasses.MISSING}
+    now = config.to_dict()  # a field the saved run did not have yet had its default
+    differ = [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in now
+              if k not in DistillConfig.TUNABLE and saved.get(k, defaults.get(k)) != now[k]]
+    if differ:
+        raise ValueError(f"cannot resume {ckpt}: the run was made with a different configuration ({'; '.join(differ)})."
+                         f" Resume with the same settings (only {', '.join(DistillConfig.TUNABLE)} may change), or "
+                         "start a new run in another folder.")
+
+
+def _start_folder(run: Distiller, out: Path, resume: bool, data: ImageData, experts: Sequence[Trajectory],
+                  extra_config: dict | None) -> None:
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a distillation run (checkpoint.pt). Pass resume=True "
+                              "(--resume) to continue it, or choose another output folder.")
+    if resume and ckpt.exists():
+        state = safe_load(ckpt)
+        _check_resumable(state["config"], run.config, ckpt)
+        run.load_state_dict(state)
+    record = {"config": run.config.to_dict(), "data": data.describe(),
+              "experts": {"count": len(experts), "epochs": [t.epochs for t in experts],
+                          "config": experts[0].meta.get("config")},
+              "seeds": {**run_seeds(run.config.seed), "seed": run.config.seed}, "device": str(run.device),
+              "strategy": run.strategy, "batch_source": repr(run.source), **(extra_config or {}),
+              "versions": {"mttlib": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    if run.iteration:
+        record["resumed_from_iteration"] = run.iteration
+    atomic_write_json(record, out / "config.json")
+    # metrics.jsonl holds exactly the iterations of the state we continue from
+    atomic_write_text("".join(json.dumps(m) + "\n" for m in run.metrics), out / "metrics.jsonl")
+    if run.iteration == 0:
+        _snapshot(run, out)
+
+
+def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageData, out_dir: str | Path | None, *,
+            device: str | torch.device | None = "auto", resume: bool = False, progress: bool = True,
+            source: BatchSource | None = None, init: tuple[Tensor, Tensor] | None = None,
+            callback: Callable[[dict[str, Any]], None] | None = None,
+            extra_config: dict | None = None) -> DistillResult:
+    """Run (or continue, with ``resume``) a distillation in the run folder ``out_dir`` (None: no files).
+
+    Without ``resume`` an existing checkpoint is an error: no run is overwritten by accident. A
+    divergence raises :class:`mttlib.distill.DistillationDiverged` and keeps the last good
+    checkpoint. ``callback(metrics)`` runs after every iteration.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    run = Distiller(config, experts, data, device=device, source=source, init=init)
+    if out is not None:
+        _start_folder(run, out, resume, data, experts, extra_config)
+    bar = tqdm(total=config.iterations, initial=run.iteration, desc="distill", unit="it", dynamic_ncols=True) \
+        if progress else None
+    try:
+        while run.iteration < config.iterations:
+            try:
+                m = run.step()
+            except DistillationDiverged as err:
+                ckpt = None if out is None else out / "checkpoint.pt"
+                kept = (f" The last good checkpoint ({ckpt}, iteration {int(safe_load(ckpt)['iteration'])}) is kept: "
+                        "lower the learning rate and continue it with resume=True (--resume).") \
+                    if ckpt is not None and ckpt.exists() else ""
+                raise DistillationDiverged(f"{err}{kept}") from None
+            if out is not None:
+                with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(m) + "\n")
+                last = run.iteration == config.iterations
+                if run.iteration % config.snapshot_every == 0 or last:
+                    _snapshot(run, out)
+                if run.iteration % config.checkpoint_every == 0 or last:
+                    atomic_save(run.state_dict(), out / "checkpoint.pt")
+                    atomic_save(_distilled(run), out / "distilled.pt")
+            if bar is not None:
+                bar.set_postfix(loss=f"{m['loss']:.4f}", syn_lr=f"{m['syn_lr']:.4g}", refresh=False)
+                bar.update(1)
+            if callback is not None:
+                callback(m)
+    finally:
+        if bar is not None:
+            bar.close()
+    return DistillResult(images=run.images.detach().clone(), labels=run.labels.clone(),
+                         syn_lr=float(run.syn_lr.detach()), metrics=list(run.metrics), config=config, out_dir=out,
+                         **run.extras.outputs())
+
+
+def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a distilled set (``distilled.pt``, or a run folder): ``images``, ``labels``, ``syn_lr``, ``config``.
+
+    A set distilled on ZCA data of another whitening than today's is refused (:mod:`mttlib.zca`).
+    """
+    path = Path(path) / "distilled.pt" if Path(path).is_dir() else Path(path)
+    d = safe_load(path, map_location=device)
+    if not isinstance(d, dict) or not {"images", "labels"} <= set(d):
+        raise CorruptFileError(f"{path} is not a distilled set (a dict with images, labels, syn_lr and config, as "
+                               "`python -m mttlib distill` writes)")
+    if (d.get("config") or {}).get("zca"):
+        check_recipe({"recipe": d.get("zca_recipe")}, str(path))
+    return d
+
+
+def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
+    """The run's image snapshots ``[(iteration, images float32), ...]`` in iteration order."""
+    folder = Path(run_dir)
+    folder = folder / "snapshots" if (folder / "snapshots").is_dir() else folder
+    files = sorted(folder.glob("iter_*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no snapshots (iter_NNNNNN.pt) in {folder}; a distillation run writes them every "
+                                "snapshot_every iterations")
+    return [(int(d["iteration"]), d["images"].float()) for d in map(safe_load, files)]

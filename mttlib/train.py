@@ -1,0 +1,142 @@
+"""The kit's one SGD training loop, and what goes with it: accuracy, seeds and the device.
+
+Experts, the evaluation of distilled sets and of textures all train networks this way; what
+differs (learning rate, momentum, augmentation, what to record after an epoch) is passed in. Seeds
+come from :func:`derive_seed`, devices from :func:`pick_device`. Taught in notebook
+``01_expert_trajectories``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mttlib.augment import DSA
+
+__all__ = ["pick_device", "derive_seed", "seeded", "accuracy", "History", "train"]
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The device to run on: ``"auto"`` (or None) takes CUDA, else MPS, else the CPU.
+
+    The MPS branch only selects the device; the kit is not tested on Apple hardware.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():  # untested: no Apple hardware in the kit's CI
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" name one device
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def derive_seed(*parts: object) -> int:
+    """The kit's one seed scheme: a 63-bit hash of named parts (``derive_seed("mttlib.experts",
+    base_seed, index)``), so neighbouring seeds share nothing and a seed is the same everywhere."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's global generators seeded by ``seed``, restoring them afterwards
+    (initial weights are drawn in such a block, so the caller's random state is left alone)."""
+    fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``net`` on ``(x, y)`` in eval mode, no augmentation."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss = torch.zeros((), dtype=torch.float32, device=x.device)
+    for i in range(0, x.shape[0], batch):
+        logits = net(x[i:i + batch])
+        correct += (logits.argmax(1) == y[i:i + batch]).sum()
+        loss += F.cross_entropy(logits.float(), y[i:i + batch], reduction="sum")
+    net.train(was_training)
+    n = max(1, x.shape[0])
+    return correct.item() / n, loss.item() / n
+
+
+@dataclass
+class History:
+    """What one training run saw, one value per epoch (``diverged``: stopped on a non-finite loss)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    diverged: bool = False
+
+
+def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch_size: int = 256,
+          momentum: float = 0.0, weight_decay: float = 0.0, lr_decay: bool = False, dsa: DSA | None = None,
+          shuffle: torch.Generator, augment: torch.Generator | None = None,
+          train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+          on_epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+          on_batch: Callable[[int], None] | None = None) -> History:
+    """Train ``net`` in place with SGD on ``(x, y)`` (class indices or probabilities).
+
+    Each epoch shuffles with ``shuffle``; each batch goes through ``train_transform(batch, augment)``
+    and ``dsa`` (``augment=None`` shares ``shuffle``). ``lr_decay``: a fresh optimiser at ``lr * 0.1``
+    from epoch ``epochs // 2``, as the paper's code. A non-finite loss stops training (``diverged``).
+    """
+    augment = shuffle if augment is None else augment
+    device = x.device
+    n = x.shape[0]
+    soft = y.dim() == 2
+    decay_epoch = epochs // 2 if lr_decay and epochs >= 2 else None
+
+    def sgd(rate: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+
+    optimizer = sgd(lr)
+    history = History()
+    net.train()
+    for epoch in range(epochs):
+        if epoch == decay_epoch:
+            optimizer = sgd(lr * 0.1)
+        history.lr.append(float(optimizer.param_groups[0]["lr"]))
+        order = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for begin in range(0, n, batch_size):
+            idx = order[begin:begin + batch_size]
+            xb, yb = x[idx], y[idx]
+            if train_transform is not None:
+                xb = train_transform(xb, augment)
+            if dsa is not None:
+                xb = dsa(xb, augment)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * idx.shape[0]
+                correct += (logits.argmax(1) == (yb.argmax(1) if soft else yb)).sum()
+            if on_batch is not None:
+                on_batch(idx.shape[0])
+        history.train_loss.append(loss_sum.item() / n)  # one synchronisation per epoch
+        history.train_acc.append(correct.item() / n)
+        if not math.isfinite(history.train_loss[-1]):
+            history.diverged = True
+            break
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, net, optimizer)
+    return history
