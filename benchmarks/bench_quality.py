@@ -24,15 +24,15 @@ Two sizes::
   the paper's code does it (pixels in [0, 1], eps 0.1; ``--no-zca`` turns it off): four
   ConvNet-width-32 experts of 10 epochs on the full training set; 300 iterations with
   expert_epochs 2 and lr_img 100; ipc 1: 50 student steps (the paper's value) from start epochs
-  0-1; ipc 10: 15 steps from start epochs 0-7 (the paper draws them from 0-19 of 50-epoch
+  0-1; ipc 10: 30 steps (the paper's value) from start epochs 0-7 (the paper draws them from 0-19 of 50-epoch
   experts at ipc 10); 3 evaluation networks of 1,000 epochs (the paper's length). Measured alone
-  on an idle 2-core CPU with ``--threads 2`` (the experts 1,525 s, the distillations 285 s and
-  560 s, the evaluations 388 s; about 46 minutes in all): distilled ipc 1 35.2 ± 0.1 % vs random
-  real 16.6 ± 0.8 % (2.1x), ipc 10 38.9 ± 0.7 % vs 28.4 ± 1.9 % (+10.5 points). With 300
-  evaluation epochs the same sets gave 34.8 ± 0.4 % vs 16.5 % and 37.0 ± 0.5 % vs 27.4 %.
-  Before the kit whitened like the paper (it normalised first, a stronger whitening) the same
-  settings at 300 evaluation epochs gave 34.9 ± 0.7 % and 38.9 ± 0.9 %; without ZCA 26.8 % and
-  35.1 %. Earlier measurements on this setting: ten experts instead of four raised ipc 1 by about
+  on an idle 2-core CPU with ``--threads 2``: distilled ipc 1 35.2 ± 0.1 % vs random real
+  16.6 ± 0.8 % (2.1x), ipc 10 46.2 ± 0.3 % vs 27.8 ± 1.0 % (+18.4 points); the experts took
+  1,525 s, the distillations 285 s and 1,165 s, the evaluations 280 s (54 minutes summed over phases measured in runs that shared the experts).
+  With 15 student steps at ipc 10 it reached 38.9 ± 0.7 % (560 s); with 300 evaluation epochs
+  the 15-step sets gave 34.8 ± 0.4 % and 37.0 ± 0.5 %. Before the kit whitened like the paper (it
+  normalised first, a stronger whitening) the 15-step settings at 300 evaluation epochs gave
+  34.9 ± 0.7 % and 38.9 ± 0.9 %; without ZCA 26.8 % and 35.1 %. Earlier measurements on this setting: ten experts instead of four raised ipc 1 by about
   one point; 600 iterations instead of 300 did not change it.
 
 Experts and distilled sets are kept under ``--runs-dir`` (default: a fresh temporary folder), so
@@ -82,7 +82,7 @@ def settings(size: str, data_path: str | None, ipc: int) -> tuple[str, ExpertCon
     dataset = f"folder:{data_path}"
     experts = ExpertConfig(dataset=dataset, zca=True, model="convnet", model_kwargs={"width": 32}, epochs=10)
     config = DistillConfig(dataset=dataset, ipc=ipc, zca=True, model="convnet", model_kwargs={"width": 32},
-                           syn_steps=50 if ipc == 1 else 15, expert_epochs=2, max_start_epoch=2 if ipc == 1 else 8,
+                           syn_steps=50 if ipc == 1 else 30, expert_epochs=2, max_start_epoch=2 if ipc == 1 else 8,
                            lr_img=100.0, lr_lr=1e-6, lr_teacher=0.01, iterations=300, checkpoint_every=50,
                            snapshot_every=50, preset=f"bench_quality/benchmark/ipc{ipc}")
     return dataset, experts, 4, config

@@ -32,6 +32,7 @@ def test_benchmark_size_follows_the_paper_preprocessing(bench):
         # the distillation reads no snapshot the experts do not have
         assert config.epochs_needed() <= experts.epochs
     assert bench.settings("benchmark", "/d", 1)[3].syn_steps == 50  # the paper's CIFAR-10 ipc 1 value
+    assert bench.settings("benchmark", "/d", 10)[3].syn_steps == 30  # and its ipc 10 value
     assert bench.settings("benchmark", "/d", 10)[3].max_start_epoch > bench.settings("benchmark", "/d", 1)[3].max_start_epoch
 
 
