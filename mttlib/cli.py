@@ -107,11 +107,7 @@ def _experts(args: argparse.Namespace) -> int:
 def _load_experts_for(args: argparse.Namespace, preset: Any, data: Any, zca: bool) -> tuple[Path, list]:
     path = Path(args.experts) if args.experts else experts.expert_dir(
         args.runs, experts.ExpertConfig.from_preset(preset, dataset=data.name, zca=zca))
-    try:
-        return path, experts.load_experts(path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} Train them first, e.g. `python -m mttlib experts --dataset {args.dataset} "
-                                f"...`, or point --experts at them.") from err
+    return path, experts.load_experts(path)  # a missing folder's error says how to train the experts
 
 
 def _distill(args: argparse.Namespace) -> int:

@@ -663,7 +663,7 @@ def test_cli_distills_and_exports_textures(tmp_path, capsys):
     assert cli.main(["texture", *args[:-5] + ["--iterations", "3", "--strategy", "recompute", "--no-progress", "--resume"]]) == 0
     assert texture.load_textures(run)["iteration"] == 3
     assert cli.main(["texture", *args[:14] + [str(tmp_path / "none"), "--out", str(tmp_path / "other")]]) == 2
-    assert "Train them first" in capsys.readouterr().err
+    assert "python -m mttlib experts" in capsys.readouterr().err  # says how to train them
 
 
 def small_real_data(per_class: int = 100):
