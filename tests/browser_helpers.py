@@ -1,8 +1,9 @@
-"""Helpers for the browser test: a private JupyterLab server, headless Chromium, DOM probes.
+"""Helpers for the browser tests: a private JupyterLab server, headless Chromium, page actions, DOM probes.
 
-The test opens a notebook in a real JupyterLab page and clicks through it the way a student
-would. Everything here stays on ``127.0.0.1``: the server's update check, news feed and
-extension catalogue are turned off, and Chromium starts with its background networking off.
+A browser test opens a fresh copy of a notebook in a real JupyterLab page (``lab_session``) and
+clicks through it the way a student would (``open_notebook``, ``run_all``, ``save_notebook``).
+Everything here stays on ``127.0.0.1``: the server's update check, news feed and extension
+catalogue are turned off, and Chromium starts with its background networking off.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
+from unittest import mock
+
+import nbformat
+import pytest
+
+from mttlib.io import outputs_dir
+from nbharness import NOTEBOOKS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -29,6 +40,7 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1400,1000",
 )
+PAGE_TIMEOUT_S = 120  # JupyterLab's first load on a busy 2-core machine
 
 # JupyterLab user settings for the test profile: no news or update toasts, and every cell kept
 # in the page (the default windowing leaves off-screen cells out of reach of the probes).
@@ -198,6 +210,116 @@ def save_screenshot(driver, path: Path) -> Path:
     return path
 
 
+def artifacts_dir() -> Path:
+    """Where the browser tests keep their screenshots."""
+    return outputs_dir() / "test-artifacts"
+
+
+@contextmanager
+def lab_session(tmp_path: Path, notebook: str, **params) -> Iterator["LabPage"]:
+    """A private JupyterLab server whose root holds a fresh copy of ``notebooks/<notebook>`` with
+    ``params`` written into its parameters cell, and headless Chromium; yields a :class:`LabPage`
+    and ends both whatever happens. Skips the calling test when the browser is missing."""
+    reason = missing_browser_reason()
+    if reason:
+        pytest.skip(f"browser test skipped: {reason}")
+    root = tmp_path / "lab-root"
+    root.mkdir()
+    copy = json.loads((NOTEBOOKS / notebook).read_text())  # read now: the file may be regenerated
+    (root / notebook).write_text(json.dumps(set_parameters(copy, **params), indent=1))
+    server = LabServer(root, tmp_path)
+    with mock.patch.dict(os.environ, SE_OFFLINE="true"):  # Selenium Manager must never try to download
+        try:
+            server.start()
+            driver = start_chromium(tmp_path / "chromium-profile", tmp_path / "chromedriver.log")
+            try:
+                yield LabPage(server, driver, root / notebook)
+            finally:
+                driver.quit()
+        finally:
+            server.stop()
+
+
+@dataclass
+class LabPage:
+    """One notebook in a JupyterLab page: the server, the browser, and the notebook's file on disk."""
+
+    lab: LabServer
+    driver: Any
+    path: Path
+
+    def wait(self, timeout: float = PAGE_TIMEOUT_S, poll: float = 0.5):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=poll)
+
+    def prompts(self) -> list[str]:
+        return self.driver.execute_script(PROMPTS_JS)
+
+    def kernel_state(self) -> str | None:
+        return self.lab.kernel_state(self.path.name)
+
+    def open(self) -> None:
+        """Open the notebook, logged in by the token; wait for its cells and an idle kernel."""
+        code_cells = sum(c["cell_type"] == "code" for c in json.loads(self.path.read_text())["cells"])
+        self.driver.get(f"{self.lab.base_url}/lab/tree/{self.path.name}?token={self.lab.token}")
+        self.wait().until(lambda d: len(self.prompts()) == code_cells, "the notebook's cells did not appear")
+        self.wait().until(lambda d: self.kernel_state() == "idle", "the kernel did not become idle")
+
+    def run_all(self, timeout: float) -> None:
+        """Run → Run All Cells, as a student would; wait until no cell is queued or running ([*])."""
+        click_menu(self.driver, self.wait(), "Run", "runmenu:run-all")
+        self.wait(timeout, 1.0).until(lambda d: any(p != "[ ]:" for p in self.prompts()),
+                                      "Run All Cells did not start any cell")
+        self.wait(timeout, 1.0).until(
+            lambda d: not any("*" in p for p in self.prompts()) and self.kernel_state() == "idle",
+            "the notebook was still running")
+
+    def scroll_to(self, element) -> None:
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+
+    def save(self) -> nbformat.NotebookNode:
+        """File → Save; the executed notebook read back from disk."""
+        saved_before = self.path.stat().st_mtime_ns
+        click_menu(self.driver, self.wait(), "File", "docmanager:save")
+        self.wait().until(lambda d: self.path.stat().st_mtime_ns != saved_before, "the notebook was not saved")
+        self.wait().until(lambda d: _readable(self.path), "the saved notebook could not be read")
+        return nbformat.read(self.path, as_version=4)
+
+    @contextmanager
+    def screenshot_on_failure(self, name: str) -> Iterator[None]:
+        """On an exception: a screenshot ``name`` under :func:`artifacts_dir` and the server log's tail."""
+        shot = artifacts_dir() / name
+        shot.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
+        try:
+            yield
+        except Exception:
+            save_screenshot(self.driver, shot)
+            print(f"failure screenshot: {shot}\nserver log tail:\n{self.lab.log_text()[-3000:]}")
+            raise
+
+
+def _readable(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def error_outputs(notebook: dict) -> list[str]:
+    """``"Name: message"`` of every error output in an executed notebook."""
+    return [f"{out.get('ename')}: {out.get('evalue')}"
+            for cell in notebook["cells"] if cell["cell_type"] == "code"
+            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+def unexecuted_cells(notebook: dict) -> list[int]:
+    """Indices (among code cells) of the cells without an execution count."""
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    return [i for i, c in enumerate(code) if not isinstance(c.get("execution_count"), int)]
+
+
 # --- DOM probes (run in the page, so no element handle can go stale) -----------------------
 
 PROMPTS_JS = """
@@ -224,6 +346,18 @@ return {widgets: q('.jupyter-widgets'), sliders: q('.widget-slider'), dropdowns:
 """
 
 SLIDER_HANDLE_CSS = ".jp-Notebook .widget-slider .noUi-handle"
+
+# Every image a widget's Output shows, in order, with its decoded size (0 until it has loaded).
+WIDGET_OUTPUT_IMAGES_JS = """
+return Array.from(document.querySelectorAll('.jp-Notebook .widget-output .jp-OutputArea-output img'))
+            .map(img => ({src: img.getAttribute('src') || '', width: img.naturalWidth, height: img.naturalHeight}));
+"""
+
+
+def widget_xpath(kind: str, description: str) -> str:
+    """XPath of the ipywidgets control of ``kind`` (``dropdown``, ``slider``) labelled ``description``."""
+    return (f"//*[contains(@class,'jp-Notebook')]//div[contains(concat(' ', @class, ' '), ' widget-{kind} ')]"
+            f"[./label[normalize-space(.)='{description}']]")
 
 
 def click_menu(driver, wait, menu: str, command: str) -> None:
