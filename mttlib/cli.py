@@ -32,31 +32,25 @@ USER_ERRORS = (OSError, ValueError, KeyError, CorruptFileError, distill.Distilla
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), *,
-                     defaults: bool = False, aliases: dict[str, tuple[str, ...]] | None = None,
-                     title: str = "configuration", unset: str = "the preset's") -> None:
-    """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans), dest = the field.
-
-    ``defaults=False`` leaves every flag at None: the value comes from elsewhere (``unset``).
-    """
+                     aliases: dict[str, tuple[str, ...]] | None = None, title: str = "configuration",
+                     unset: str = "the preset's") -> None:
+    """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans), dest = the field, left at None when
+    not given: the value comes from elsewhere (``unset`` says where)."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name.isupper():
             continue
         names = (f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, ()))
-        default = None
-        if defaults:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # int | None -> int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         kind = kind if kind in (bool, int, float, str) else json.loads  # dicts (model_kwargs) are JSON
-        shown = unset if not defaults else repr(default)
         if kind is bool:
-            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=f"{f.name} (default {shown})")
+            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                               help=f"{f.name} (default {unset})")
         else:
-            group.add_argument(*names, dest=f.name, type=kind, default=default, help=f"{f.name} (default {shown})",
+            group.add_argument(*names, dest=f.name, type=kind, help=f"{f.name} (default {unset})",
                                metavar="JSON" if kind is json.loads else kind.__name__.upper())
 
 
@@ -75,21 +69,30 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The data (not whitened) and the preset of --dataset, --ipc, --preset and --like (None without --preset)."""
+    _need(args.preset or not args.like, "--like needs --preset")
+    data = load_dataset(args.dataset, args.data_root)
+    return data, args.preset and get_preset(args.dataset, args.ipc, args.preset, data=data, like=args.like)
+
+
 def _experts(args: argparse.Namespace) -> int:
+    data, preset = _preset(args)
+    base = experts.ExpertConfig.from_preset(preset, dataset=data.name) if preset else experts.ExpertConfig(data.name)
     values = config_values(args, experts.ExpertConfig, skip=("dataset",))
-    values["model_kwargs"] = {**values.get("model_kwargs", {}),
+    values["model_kwargs"] = {**base.model_kwargs, **values.get("model_kwargs", {}),
                               **{k: getattr(args, k) for k in ("width", "depth") if getattr(args, k) is not None}}
-    data = load_dataset(args.dataset, args.data_root, zca=values.get("zca", False))
-    config = experts.ExpertConfig(dataset=data.name, **values)
+    config = experts.ExpertConfig(**{**base.to_dict(), **values})
+    data = load_dataset(args.dataset, args.data_root, zca=True) if config.zca else data
     out_dir = Path(args.out) if args.out else experts.expert_dir(args.runs, config)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    mine = [k for k in range(args.num_experts) if k % world == rank and not experts.expert_path(out_dir, k).exists()]
+    count = args.num_experts or (preset.num_experts if preset else 5)
+    mine = [k for k in range(count) if k % world == rank and not experts.expert_path(out_dir, k).exists()]
     who = f"rank {rank} of {world}: " if world > 1 else ""
     print(f"{who}training experts {mine} into {out_dir}" if mine else f"{who}no experts to train in {out_dir}",
           file=sys.stderr, flush=True)
     start = time.perf_counter()
-    paths = experts.train_experts(data, config, args.num_experts, out_dir, device=args.device,
-                                  progress=not args.no_progress)
+    paths = experts.train_experts(data, config, count, out_dir, device=args.device, progress=not args.no_progress)
     if rank == 0:
         metas = [trajectory.load_trajectory(p).meta for p in paths]
         print(f"{'expert':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
@@ -111,13 +114,12 @@ def _load_experts_for(args: argparse.Namespace, preset: Any, data: Any, zca: boo
 
 
 def _distill(args: argparse.Namespace) -> int:
-    preset = get_preset(args.dataset, args.ipc, args.preset)
+    data, preset = _preset(args)
     changes = {**followup_overrides(args.followup, preset),
                **config_values(args, distill.DistillConfig, skip=("dataset", "ipc", "preset"))}
-    config = distill.DistillConfig.from_preset(preset, **changes)
+    config = distill.DistillConfig.from_preset(preset, **changes).replace(dataset=data.name)
     device = pick_device(args.device)
-    data = load_dataset(args.dataset, args.data_root, zca=config.zca)
-    config = config.replace(dataset=data.name)
+    data = load_dataset(args.dataset, args.data_root, zca=True) if config.zca else data
     experts_path, trajectories = _load_experts_for(args, preset, data, config.zca)
     out = Path(args.out) if args.out else runs_dir(args.runs) / "distill" / (
         f"{data.name}-ipc{args.ipc}-{args.preset}".replace(":", "_").replace("/", "_"))
@@ -216,11 +218,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _texture_distill(args: argparse.Namespace) -> int:
-    preset = get_preset(args.dataset, args.ipc, args.preset)
-    data = load_dataset(args.dataset, args.data_root, zca=False)
+    data, preset = _preset(args)
     overrides = config_values(args, distill.DistillConfig, skip=("dataset", "ipc", "preset", "zca", "init"))
-    config = texture.texture_config(args.dataset, args.ipc, args.preset, init=args.init, **overrides)
-    config = config.replace(dataset=data.name)
+    config = distill.DistillConfig.from_preset(preset, **{**texture.TEXTURE_PRESET_CHANGES[args.preset], **overrides,
+                                                          "init": "noise", "zca": False}).replace(dataset=data.name)
     classes = args.classes if args.classes and args.classes.strip() else None
     wanted = texture.class_indices(data, classes)
     experts_path, trajectories = _load_experts_for(args, preset, data, False)
@@ -281,13 +282,18 @@ def _common(p: argparse.ArgumentParser, *, runs: bool = True, device: bool = Tru
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
+def _run_flags(p: argparse.ArgumentParser, what: str, size: str | None = "classroom",
+               out: str = "run folder (default: one under the runs folder)") -> None:
     p.add_argument("--dataset", default=EMBEDDED_DATASET, help=f"dataset name (default {EMBEDDED_DATASET})")
     p.add_argument("--ipc", type=int, default=1, help=f"{what} per class (default 1)")
-    p.add_argument("--preset", default="classroom", choices=SIZES, help="hyper-parameter size (default classroom)")
-    p.add_argument("--experts", default=None, help="experts folder (default: the preset's under the runs folder)")
-    p.add_argument("--out", default=None, help="run folder (default: one under the runs folder)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--preset", default=size, choices=SIZES, help=f"hyper-parameter size (default {size or 'none'}); "
+                   "classroom and smoke exist for any dataset (mttlib.presets.derive_preset)")
+    p.add_argument("--like", metavar="NAME", help="borrow dataset NAME's preset for data of its shape (e.g. --preset "
+                   "paper --like cifar10 on a folder of CIFAR-10 images)")
+    p.add_argument("--out", default=None, help=out)
+    if size:  # a distillation: it reads experts and may resume
+        p.add_argument("--experts", default=None, help="experts folder (default: the preset's under the runs folder)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _common(p)
 
 
@@ -309,14 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experts", parents=[debug], help="train expert trajectories on real data (resumable; "
                        "under `torchrun --nproc-per-node K -m mttlib experts` split over K processes)")
-    p.add_argument("--dataset", default=EMBEDDED_DATASET, help=f"dataset name (default {EMBEDDED_DATASET})")
-    p.add_argument("--num-experts", type=int, default=5, help="experts the folder should hold (default 5)")
+    _run_flags(p, "synthetic images (of the preset whose experts to train)", None,
+               "experts folder (default runs/experts/<dataset>-<model>-<hash>)")
+    p.add_argument("--num-experts", type=int, help="experts the folder should hold (default: the preset's, else 5)")
     p.add_argument("--width", type=int, default=None, help="network width (model_kwargs)")
     p.add_argument("--depth", type=int, default=None, help="ConvNet depth (model_kwargs)")
-    p.add_argument("--out", default=None, help="experts folder (default runs/experts/<dataset>-<model>-<hash>)")
-    _common(p)
-    add_config_flags(p, experts.ExpertConfig, skip=("dataset",), defaults=True,
-                     aliases={"base_seed": ("--seed",)}, title="the recipe (ExpertConfig; the paper's by default)")
+    add_config_flags(p, experts.ExpertConfig, skip=("dataset",), aliases={"base_seed": ("--seed",)},
+                     title="the recipe (ExpertConfig; the paper's without --preset: SGD lr 0.01, batch 256, DSA, "
+                     "50 epochs, ConvNet width 128)", unset="the --preset's, else the paper's")
     p.set_defaults(run=_experts)
 
     p = sub.add_parser("distill", parents=[debug], help="distill a synthetic set by matching trajectories")

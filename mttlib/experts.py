@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from mttlib import __version__
 from mttlib.augment import DSA
-from mttlib.data import ImageData
+from mttlib.data import EMBEDDED_DATASET, ImageData
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, runs_dir
 from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import get_preset
@@ -120,14 +120,15 @@ class ExpertConfig:
         return cls(**{**base, **changes})
 
 
-def classroom_config(**changes: Any) -> ExpertConfig:
-    """The experts of the classroom size that the notebooks share (the ``cifar10-mini`` preset's)."""
-    return ExpertConfig.from_preset(get_preset("cifar10-mini", 10, "classroom"), **changes)
+def classroom_config(dataset: str = EMBEDDED_DATASET, data: ImageData | None = None, **changes: Any) -> ExpertConfig:
+    """The experts of the classroom size that the notebooks share: the classroom preset's of ``dataset``, or of
+    ``data`` (a loaded dataset, needed for ``folder:PATH``) when given."""
+    return ExpertConfig.from_preset(get_preset(data.name if data else dataset, 10, "classroom", data=data), **changes)
 
 
-def smoke_config(**changes: Any) -> ExpertConfig:
+def smoke_config(dataset: str = EMBEDDED_DATASET, data: ImageData | None = None, **changes: Any) -> ExpertConfig:
     """The experts of the smoke size (continuous integration): seconds, not meant to learn much."""
-    return ExpertConfig.from_preset(get_preset("cifar10-mini", 10, "smoke"), **changes)
+    return ExpertConfig.from_preset(get_preset(data.name if data else dataset, 10, "smoke", data=data), **changes)
 
 
 def expert_seed(base_seed: int, index: int) -> int:

@@ -1,20 +1,24 @@
 """Hyper-parameters of trajectory matching, per dataset, images per class (ipc) and size: ``paper``
 (the published values for CIFAR-10/100, Tiny ImageNet and the ImageNet subsets, for a GPU),
-``classroom`` (``cifar10-mini`` in minutes on a 2-core CPU) and ``smoke`` (seconds, for CI). The
-reference publishes its table only as an image: each entry's ``source`` says where its numbers come
-from, its ``note`` what was chosen where sources disagree. :data:`FOLLOWUPS` bundles switch on the
-follow-ups. Taught in notebook ``02_trajectory_matching``.
+``classroom`` (minutes on a 2-core CPU) and ``smoke`` (seconds, for CI): hand-tuned for ``cifar10-mini``,
+derived by one rule (:func:`derive_preset`) for any other dataset. The reference publishes its table
+only as an image: each entry's ``source`` says where its numbers come from, its ``note`` what was
+chosen where sources disagree. :data:`FOLLOWUPS` bundles switch on the follow-ups. Taught in
+notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from mttlib.data import ImageData
 from mttlib.imagenet import IMAGENET_SUBSETS  # the paper's ten-class subsets, as imagenet:<subset>
 
-__all__ = ["Preset", "SIZES", "IMAGENET_SUBSETS", "get_preset", "list_presets", "presets_table"]
+__all__ = ["Preset", "SIZES", "IMAGENET_SUBSETS", "DatasetFacts", "DATASET_FACTS", "derive_preset", "get_preset",
+           "list_presets", "presets_table"]
 
 SIZES = ("paper", "classroom", "smoke")
 
@@ -26,8 +30,8 @@ class Preset:
     The fields mirror :class:`mttlib.distill.DistillConfig` (``syn_steps`` N, ``expert_epochs``
     M, ``max_start_epoch`` T+, ``batch_syn`` None for all images, the learning rates, ``zca``,
     ``init``) plus the experts they need (``expert_train_epochs``, ``num_experts``: the paper
-    trains 100 of 50 epochs), ``source`` (where the numbers come from) and ``note`` (choices made
-    where sources disagree, typos corrected).
+    trains 100 of 50 epochs), ``source`` (where the numbers come from), ``note`` (choices made
+    where sources disagree, typos corrected) and ``like`` (the dataset whose preset this one borrows).
     """
 
     dataset: str
@@ -50,10 +54,14 @@ class Preset:
     checkpoint_every: int = 100
     source: str = ""
     note: str = ""
+    like: str = ""
 
     @property
     def name(self) -> str:
-        """``dataset/ipcN/size``, the key :func:`get_preset` files it under."""
+        """``dataset/ipcN/size``, the key :func:`get_preset` files it under (borrowed: ``like/ipcN/size (borrowed
+        for dataset)``)."""
+        if self.like:
+            return f"{self.like}/ipc{self.ipc}/{self.size} (borrowed for {self.dataset})"
         return f"{self.dataset}/ipc{self.ipc}/{self.size}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +166,8 @@ _PRESETS: dict[tuple[str, int, str], Preset] = {(p.dataset, p.ipc, p.size): p fo
 
 _ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100", "tiny": "tiny-imagenet",
             "tinyimagenet": "tiny-imagenet", "tiny_imagenet": "tiny-imagenet", "tiny-imagenet-200": "tiny-imagenet",
-            "cifar10_mini": "cifar10-mini", "cifar10mini": "cifar10-mini"}
+            "cifar10_mini": "cifar10-mini", "cifar10mini": "cifar10-mini", "fashion-mnist": "fashion_mnist",
+            "fashionmnist": "fashion_mnist"}
 
 
 def _dataset_key(dataset: str) -> str:
@@ -174,38 +183,136 @@ def _dataset_key(dataset: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def get_preset(dataset: str, ipc: int, size: str = "paper") -> Preset:
+# --- classroom and smoke sizes for any dataset: one rule -----------------------------------------
+
+
+class DatasetFacts(NamedTuple):
+    """What :func:`derive_preset` reads from a dataset (:meth:`of` a loaded one)."""
+
+    train_size: int
+    channels: int
+    image_size: int
+    num_classes: int
+
+    @classmethod
+    def of(cls, data: ImageData) -> DatasetFacts:
+        return cls(len(data.train_labels), data.channels, data.image_size, data.num_classes)
+
+    @property
+    def shape(self) -> str:
+        """What a borrowed preset must share: e.g. ``3x32x32 px in 10 classes``."""
+        return f"{self.channels}x{self.image_size}x{self.image_size} px in {self.num_classes} classes"
+
+
+#: Facts of the registered datasets, for a preset asked for by name alone (loaded data wins: pass ``data=``);
+#: the seven ImageNet subsets share one entry (about 1,300 train images per class at 128 px).
+DATASET_FACTS: dict[str, DatasetFacts] = {name: DatasetFacts(*facts) for name, facts in {
+    "cifar10-mini": (5000, 3, 32, 10), "cifar10": (50000, 3, 32, 10), "cifar100": (50000, 3, 32, 100),
+    "mnist": (60000, 1, 28, 10), "fashion_mnist": (60000, 1, 28, 10), "svhn": (73257, 3, 32, 10),
+    "tiny-imagenet": (100000, 3, 64, 200), "imagenet:<subset>": (13000, 3, 128, 10)}.items()}
+
+# size: ConvNet width, image passes per expert (at 32 px), most expert epochs, M, experts, iterations at 32 px,
+# syn_steps at ipc 1 and above, lr_img
+_RULES = {"classroom": (32, 25_000, 10, 2, 3, 100, (12, 15), 1000.0),
+          "smoke": (8, 10_000, 2, 1, 1, 4, (3, 3), 100.0)}
+
+
+def derive_preset(dataset: str, facts: DatasetFacts, ipc: int, size: str) -> Preset:
+    """The ``classroom`` or ``smoke`` preset of a dataset without a hand-tuned one, by one rule.
+
+    With ``r`` the image side, ``n`` the train images and ``cost = (r / 32)**2`` (an image's price next to a 32 px
+    one), classroom (smoke in brackets):
+
+    - network: the paper's ConvNet, as deep as leaves a feature map of about 4x4 px (``floor(log2(r / 4))``, 3 at
+      MNIST's 28 px as in the paper, at most 5): depth 3 at 32 px, 4 at 64, 5 at 128; width 32 (8);
+    - experts: 3 (1), each trained for ``25,000 (10,000) / (n * cost)`` epochs, rounded, between 1 and 10 (2):
+      cifar10-mini's 5,000 images get 5 (2) epochs, CIFAR-10's 50,000 get 1;
+    - segments: M = ``expert_epochs`` 2 (1), more if M epochs hold fewer expert steps (batches of 256) than the
+      student's 15 (3), fewer if the experts are shorter; start epochs up to the last one that leaves M epochs;
+    - distillation: ``syn_steps`` 12 at ipc 1 and 15 above (3), at most 100 synthetic images per student step
+      (``batch_syn``), ``100 / cost`` (4) iterations (at most 100, at least 10), lr_img 1000 (100), lr_lr 1e-6,
+      lr_teacher 0.01, no ZCA, initialised from real images.
+
+    So an iteration costs at most what one of cifar10-mini at ipc 10 costs, and the experts see about as many
+    image passes as cifar10-mini's (one epoch at least: a full dataset takes longer, e.g. 128 px subsets).
+    """
+    if size not in _RULES:
+        raise ValueError(f"only the {' and '.join(_RULES)} sizes are derived by rule, not {size!r}")
+    width, passes, most, m, num_experts, iterations, steps, lr_img = _RULES[size]
+    r, cost = facts.image_size, (facts.image_size / 32) ** 2
+    depth = 3 if r == 28 else min(5, max(1, int(math.log2(max(r, 4) / 4))))
+    epochs = min(most, max(1, round(passes / (facts.train_size * cost))))
+    m = max(min(m, epochs), math.ceil(steps[1] / math.ceil(facts.train_size / 256)))  # small sets: few steps an epoch
+    epochs = max(epochs, m)
+    iterations = max(1, iterations // 10, round(iterations / max(1.0, cost)))
+    return Preset(dataset=dataset, ipc=ipc, size=size, model="convnet" if depth == 3 else f"convnetd{depth}",
+                  model_kwargs={"width": width}, syn_steps=steps[ipc > 1], expert_epochs=m,
+                  max_start_epoch=epochs - m + 1, lr_img=lr_img, lr_lr=1e-6, lr_teacher=0.01, zca=False,
+                  batch_syn=None if ipc * facts.num_classes <= 100 else 100, iterations=iterations,
+                  expert_train_epochs=epochs, num_experts=num_experts, checkpoint_every=max(1, iterations // 10),
+                  source=f"derived by rule from {facts.train_size} train images of {facts.shape} "
+                         "(mttlib.presets.derive_preset)")
+
+
+def _facts(key: str, data: ImageData | None) -> DatasetFacts | None:
+    return DatasetFacts.of(data) if data is not None else DATASET_FACTS.get(
+        "imagenet:<subset>" if key.startswith("imagenet:") else key)
+
+
+def get_preset(dataset: str, ipc: int, size: str = "paper", data: ImageData | None = None,
+               like: str | None = None) -> Preset:
     """The hyper-parameters for ``dataset`` at ``ipc`` images per class and ``size``.
 
     Names are case-insensitive; ``CIFAR10``, ``cifar-10``, ``Tiny``, ``imagenette`` and
-    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. Raises
-    ``KeyError`` naming the presets that exist when there is none for this combination.
+    ``imagenet:imagewoof:size=64`` (options after the subset are ignored) work too. ``classroom`` and ``smoke``
+    exist for every dataset: the hand-tuned entries where there are some, else :func:`derive_preset` from ``data``
+    (the loaded :class:`~mttlib.data.ImageData`; needed for ``folder:PATH``) or :data:`DATASET_FACTS`. ``like``
+    borrows another dataset's preset, e.g. ``like="cifar10"`` for a folder of CIFAR-10 JPEGs (refused unless
+    channels, resolution and classes agree); its ``name`` says so. Raises ``KeyError`` naming the presets that
+    exist when there is none for this combination.
     """
     if size not in SIZES:
         raise ValueError(f"unknown preset size {size!r}; choose one of {', '.join(SIZES)}")
     key = (_dataset_key(dataset), int(ipc), size)
+    name, facts = (data.name if data is not None else key[0]), _facts(key[0], data)
+    if like and _dataset_key(like) != key[0]:
+        base = get_preset(like, ipc, size)
+        theirs = _facts(_dataset_key(base.dataset), None)  # every preset's dataset is in DATASET_FACTS
+        if facts is None or facts.shape != theirs.shape:
+            raise ValueError(f"cannot borrow {base.name} for {name}: its images are {theirs.shape}, {name}'s "
+                             f"{facts.shape if facts else 'unknown (pass data=)'}. Borrow a row of that shape.")
+        return base.replace(dataset=name, like=base.dataset, note=f"{base.name} applied to {name}. {base.note}".strip())
     if key in _PRESETS:
         return _PRESETS[key]
+    if size != "paper" and facts is not None:
+        return derive_preset(name, facts, ipc, size)
     same_size = sorted({f"{d} ipc {i}" for d, i, s in _PRESETS if s == size})
     raise KeyError(f"no {size!r} preset for dataset {dataset!r} at ipc {ipc}. {size} presets exist for: "
-                   f"{', '.join(same_size)}. Pick one of those, or start from the nearest and override "
-                   f"fields (DistillConfig.from_preset(preset, ipc=..., ...)).")
+                   f"{', '.join(same_size)}. Pick one of those, borrow one for data of the same shape (like="
+                   "'cifar10', --like cifar10), or start from the nearest and override fields (DistillConfig."
+                   "from_preset(preset, ipc=..., ...))" + ("." if size == "paper" else "; for a classroom or smoke "
+                   "preset by rule, pass the loaded data (data=load_dataset(name))."))
 
 
 def list_presets(size: str | None = None) -> list[Preset]:
-    """Every preset (or those of one ``size``), in a stable order."""
+    """Every explicit preset (or those of one ``size``), in a stable order; other datasets' classroom and smoke
+    presets come from :func:`derive_preset`."""
     if size is not None and size not in SIZES:
         raise ValueError(f"unknown preset size {size!r}; choose one of {', '.join(SIZES)}")
     return [p for p in _ENTRIES if size is None or p.size == size]
 
 
 def presets_table(size: str | None = "paper") -> str:
-    """The presets as a Markdown table (for notebooks and the README)."""
+    """The presets as a Markdown table (for notebooks and the README); for ``classroom`` and ``smoke``, with the
+    presets derived for the registered datasets at ipc 1 and 10 (marked ``*``)."""
     cols = ("dataset", "ipc", "model", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
             "zca", "lr_img", "lr_lr", "lr_teacher", "iterations")
     cell = lambda v: "all" if v is None else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
-    rows = ["| " + " | ".join(cell(getattr(p, c)) for c in cols) + " |" for p in list_presets(size)]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows])
+    derived = [derive_preset(f"{d}*", f, ipc, size) for d, f in DATASET_FACTS.items() for ipc in (1, 10)
+               if size in _RULES and (d, ipc, size) not in _PRESETS]
+    rows = ["| " + " | ".join(cell(getattr(p, c)) for c in cols) + " |" for p in list_presets(size) + derived]
+    note = ["", "\\* derived by rule (mttlib.presets.derive_preset)"] if derived else []
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows, *note])
 
 
 # --- beyond the paper: follow-up option bundles (DistillConfig overrides derived from a preset) ----

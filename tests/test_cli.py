@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from mttlib import cli
+from mttlib import cli, run, texture
 from mttlib.distill import DistillConfig
 from mttlib.experts import ExpertConfig
 from mttlib.io import atomic_save
@@ -66,3 +69,64 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
     assert cli.main(["data", f"folder:{tmp_path / 'nothing'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
+
+
+# --- presets for any dataset: a folder of images, derived presets and borrowed paper rows ----------
+
+
+def _image_folder(root, classes=3, side=28, gray=True, train=12, test=4):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 128, (side, side) if gray else (side, side, 3), generator=g) + 10 * c
+                Image.fromarray(pixels.to(torch.uint8).numpy()).save(root / split / f"class{c}" / f"{i:03d}.png")
+    return f"folder:{root}"
+
+
+def test_smoke_size_end_to_end_on_a_grayscale_folder(tmp_path):
+    dataset = _image_folder(tmp_path / "gray")
+    common = ["--dataset", dataset, "--data-root", str(tmp_path), "--runs", str(tmp_path / "runs"), "--preset",
+              "smoke", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command in (["experts"], ["distill", "--out", str(tmp_path / "run")]):
+        done = subprocess.run([sys.executable, "-m", "mttlib", *command, *common], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+    blob = run.load_distilled(tmp_path / "run")
+    assert tuple(blob["images"].shape) == (3, 1, 28, 28) and blob["labels"].tolist() == [0, 1, 2]
+    config = blob["config"]
+    assert config["preset"] == f"{dataset}/ipc1/smoke" and config["dataset"] == dataset
+    assert config["model"] == "convnet" and config["model_kwargs"] == {"width": 8}  # depth 3 at 28 px
+    # texture mode finds the same experts through the derived preset
+    assert cli.main(["texture", "distill", *common, "--out", str(tmp_path / "tex"), "--iterations", "1"]) == 0
+    tex = texture.load_textures(tmp_path / "tex")
+    assert tuple(tex["images"].shape) == (3, 1, 56, 56) and tex["config"]["preset"] == f"{dataset}/ipc1/smoke"
+
+
+def test_borrowing_a_paper_row_is_recorded_and_refused_for_other_shapes(tmp_path, capsys):
+    dataset = _image_folder(tmp_path / "c10", classes=10, side=32, gray=False, train=2, test=1)
+    small = ["--dataset", dataset, "--data-root", str(tmp_path), "--preset", "paper", "--like", "cifar10", "--no-zca",
+             "--no-progress", "--device", "cpu"]
+    assert cli.main(["experts", *small, "--epochs", "1", "--num-experts", "1", "--width", "8",
+                     "--out", str(tmp_path / "e")]) == 0
+    assert cli.main(["distill", *small, "--iterations", "1", "--syn-steps", "2", "--expert-epochs", "1",
+                     "--max-start-epoch", "1", "--model-kwargs", '{"width": 8}', "--experts", str(tmp_path / "e"),
+                     "--out", str(tmp_path / "run")]) == 0
+    assert f"(cifar10/ipc1/paper (borrowed for {dataset}))" in capsys.readouterr().out
+    config = run.load_distilled(tmp_path / "run")["config"]
+    assert config["preset"] == f"cifar10/ipc1/paper (borrowed for {dataset})" and config["dataset"] == dataset
+    assert (config["lr_img"], config["lr_lr"]) == (100.0, 1e-7)  # the paper's CIFAR-10 ipc 1 row
+    for command in (["distill", "--dataset", dataset, "--preset", "paper", "--like", "cifar100"],
+                    ["texture", "distill", "--dataset", dataset, "--preset", "classroom", "--like", "mnist"],
+                    ["experts", "--dataset", dataset, "--like", "cifar10"]):
+        assert cli.main([*command, "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "cannot borrow cifar100/ipc1/paper" in err[0] and "in 100 classes" in err[0] and "1x28x28" in err[1]
+    assert "--like needs --preset" in err[2]
+    assert cli.main(["distill", "--dataset", dataset, "--preset", "paper", "--data-root", str(tmp_path)]) == 2
+    assert "--like cifar10" in capsys.readouterr().err  # without --like: no paper row, and how to borrow one

@@ -366,7 +366,8 @@ def test_cli_runs_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(mttlib.experts, "load_experts", lambda path: fake_experts(width=8, depth=None))
     args = ["--dataset", "cifar10-mini", "--ipc", "2", "--preset", "smoke", "--experts", str(tmp_path / "e"),
             "--out", str(tmp_path / "run"), "--no-progress", "--strategy", "unroll", "--lr-img", "50"]
-    assert mttlib.cli.main(["distill", *args]) == 2  # no smoke preset at ipc 2: a clear error and "no 'smoke' preset" in capsys.readouterr().err
+    assert mttlib.cli.main(["distill", *args[:4], "--preset", "paper", *args[6:]]) == 2  # no paper row for it
+    assert "no 'paper' preset" in capsys.readouterr().err
     args[3] = "1"
     assert mttlib.cli.main(["distill", *args]) == 0
     out = capsys.readouterr().out
