@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mttlib import demo, distill, evaluate, experts, memory, released, run, texture, trajectory, viz
+from mttlib import demo, distill, evaluate, experts, memory, ranking, released, run, texture, trajectory, viz
 from mttlib.data import EMBEDDED_DATASET, dataset_names, load_dataset
 from mttlib.models import make_model
 from mttlib.io import CorruptFileError, outputs_dir, runs_dir
@@ -182,7 +182,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     src = _evaluate_source(args)
     info, blob, lr = src["info"], src["blob"], src["lr"]
     full = args.baseline == "full"
-    common = {"epochs": 30 if full else evaluate.PAPER_EPOCHS, "num_runs": 1 if full else 5,
+    common = {"epochs": 40 if full else evaluate.PAPER_EPOCHS, "num_runs": 1 if full else 5,
               **config_values(args, evaluate.Recipe, skip=("model", "device", "progress")),
               "lr": lr, "device": args.device, "progress": not args.no_progress}
     data = load_dataset(src["name"], args.data_root, zca=src["zca"])
@@ -199,7 +199,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if info["mode"] == "baseline-random-real":
             results[model] = evaluate.evaluate_random_real(data, args.ipc, model=model, **common)
         elif info["mode"] == "baseline-full":
-            results[model] = evaluate.evaluate_full_data(data, model=model, **common)
+            results[model] = ranking.evaluate_full_data(data, model=model, patience=min(5, common["epochs"] - 1) or None,
+                                                       **common)
         elif info["mode"] == "set" and args.soft_labels:
             both = evaluate.evaluate_soft_and_hard(images, blob["soft_labels"], labels, data, model=model, **common)
             results[model], results[f"{model} (soft labels)"] = both["hard"], both["soft"]
@@ -348,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="convnet", help="comma-separated architectures, e.g. convnet,alexnet,vgg11")
     add_config_flags(p, evaluate.Recipe, skip=("model", "device", "dsa", "train_transform", "eval_on", "progress"),
                      aliases={"num_runs": ("--runs",)}, title="the recipe (Recipe fields)",
-                     unset="the paper's; lr: the set's syn_lr or 0.01; --baseline full: 30 epochs, 1 run")
+                     unset="the paper's; lr: the set's syn_lr or 0.01; --baseline full: at most 40 epochs, "
+                           "lr x0.1 for 5 more after a 5-epoch plateau, 1 run")
     p.add_argument("--soft-labels", action="store_true", help="also evaluate with the set's soft labels")
     p.add_argument("--ema", action="store_true", help="evaluate the set's moving average of the images")
     p.add_argument("--json", action="store_true", help="print one JSON line with every result")

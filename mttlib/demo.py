@@ -54,7 +54,8 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
 
 
 def _accuracy_rows(results_dir: Path) -> list[dict]:
-    """Rows of the accuracy table that notebooks recorded under the key ``accuracy_table``."""
+    """Rows of the accuracy table that notebooks recorded under the key ``accuracy_table``
+    (``mttlib.evaluate.EvalResult.table_row``, with ``ior``/``hlr`` from ``mttlib.ranking`` on distilled rows)."""
     rows = []
     for path in sorted(results_dir.glob("*.json")):
         for row in json.loads(path.read_text()).get("accuracy_table", []):
@@ -76,14 +77,19 @@ def write_report(out: Path, timings: list[tuple[str, float]] | None = None) -> P
         parts.append("<p>" + " · ".join(f"{html.escape(n)}: {s:.0f} s" for n, s in timings) + "</p>")
     rows = _accuracy_rows(out / "results")
     if rows:
-        parts.append("<h2>Test accuracy: distilled vs random real vs full data</h2><table>"
-                     "<tr><th>notebook</th><th>training set</th><th>ipc</th><th>accuracy %</th><th>networks</th></tr>")
+        head = ("notebook", "training set", "ipc", "epochs", "accuracy %", "networks", "IOR", "HLR")
+        parts.append("<h2>Test accuracy: distilled vs random real vs full data</h2><table><tr>"
+                     + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
         for r in rows:
-            acc = f"{100 * r['mean']:.1f} ± {100 * r.get('std', 0):.1f}"
-            parts.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{html.escape(str(r['method']))}</td>"
-                         f"<td>{html.escape(str(r.get('ipc', '')))}</td><td>{acc}</td>"
-                         f"<td>{html.escape(str(r.get('runs', '')))}</td></tr>")
-        parts.append("</table>")
+            cells = (r["notebook"], r["method"], r.get("ipc", ""), r.get("epochs", ""),
+                     f"{100 * r['mean']:.1f} ± {100 * r.get('std', 0):.1f}", r.get("runs", ""),
+                     *(f"{100 * r[k]:+.1f}" if r.get(k) is not None else "" for k in ("ior", "hlr")))
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        parts.append("</table><p>epochs: how long each network trained (\"17 of 40\": stopped when its test "
+                     "accuracy stopped rising). IOR and HLR (DD-Ranking, Li et al. 2025), in percentage points: "
+                     "IOR = distilled − random real images of the same size under the same recipe (higher is "
+                     "better); HLR = full data − distilled, what the distilled images leave unrecovered with "
+                     "hard labels (lower is better).</p>")
     pictures = sorted(p for p in out.rglob("*") if p.suffix.lower() in (".png", ".gif")
                       and "test-artifacts" not in p.parts and not p.name.startswith("."))
     section = None

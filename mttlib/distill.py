@@ -26,7 +26,7 @@ from mttlib.matching import STRATEGIES, BatchSource, ImageBatchSource, meta_grad
 from mttlib.memory import choose_strategy
 from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import Preset
-from mttlib.train import derive_seed, pick_device
+from mttlib.train import check_precision, derive_seed, pick_device
 from mttlib.trajectory import Trajectory
 
 __all__ = ["INITS", "DistillConfig", "class_major_labels", "init_synthetic", "ExpertSampler", "Draw", "Distiller",
@@ -42,7 +42,8 @@ class DistillConfig:
 
     N ``syn_steps`` on ``batch_syn`` images (None: all) cover M ``expert_epochs``; start epochs
     come from ``[0, max_start_epoch)``; ``lr_img``/``lr_lr`` train the pixels and ``syn_lr`` (which
-    starts at ``lr_teacher``). The fields after ``preset`` are the follow-ups.
+    starts at ``lr_teacher``); ``precision`` is the student's forward (``"bf16"``, CUDA's ``"fp16"``;
+    :func:`mttlib.train.autocast`). The fields after ``preset`` are the follow-ups.
     """
 
     dataset: str
@@ -63,6 +64,7 @@ class DistillConfig:
     dsa: bool = True
     dsa_strategy: str | None = None
     seed: int = 0
+    precision: str = "fp32"
     checkpoint_every: int = 100
     snapshot_every: int = 100
     preset: str = ""
@@ -96,6 +98,7 @@ class DistillConfig:
         if self.init not in INITS or self.strategy not in STRATEGIES + ("auto",):
             raise ValueError(f"init must be one of {INITS} and strategy 'auto' or one of {STRATEGIES}; got "
                              f"init={self.init!r}, strategy={self.strategy!r}")
+        check_precision(self.precision)
         followups.validate_config(self)
 
     def epochs_needed(self) -> int:
@@ -227,6 +230,7 @@ class Distiller:
         config.validate()
         self.config, self.dtype, self.experts = config, dtype, list(experts)
         self.device = pick_device(device)
+        check_precision(config.precision, self.device)
         if not self.experts:
             raise ValueError("no expert trajectories given: train them first (mttlib.experts.ensure_experts or "
                              "`python -m mttlib experts`)")
@@ -320,7 +324,8 @@ class Distiller:
         start, target = self.segment(draw)
         labels = self.labels if self.label_logits is None else self.label_logits
         loss, grad_images, grad_lr, *grad_labels = meta_gradient(self.fm, start, target, self.images, labels,
-                                                                 self.syn_lr, draw.plans, self.source, self.strategy)
+                                                                 self.syn_lr, draw.plans, self.source, self.strategy,
+                                                                 self.config.precision)
         lr_used, where = float(self.syn_lr.detach()), f"at iteration {self.iteration}"
         if not all(torch.isfinite(g).all() for g in (loss, grad_lr, grad_images, *grad_labels)):
             what = "loss" if not torch.isfinite(loss) else "gradient"

@@ -4,13 +4,15 @@ Every number of the MTT paper is made this way. The :class:`Recipe` is the paper
 momentum 0.9, weight decay 5e-4, batches of 256; the learning rate (a set's learned ``syn_lr``,
 0.01 for real images) drops ×0.1 at half-time with a fresh optimiser; DSA on every batch; 1000
 epochs. Network ``k`` has seed :func:`run_seed` ``(seed, k)``; the loop is :func:`mttlib.train.train`.
-Baselines share the recipe; soft-label results are marked (they include knowledge distillation,
-so they are not comparable with hard labels). Taught in notebook ``02_trajectory_matching``.
+Baselines share the recipe (:mod:`mttlib.ranking` adds the full-data ceiling and DD-Ranking's scores);
+soft-label results are marked (they include knowledge distillation, so they are not comparable with
+hard labels). Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -26,12 +28,11 @@ from mttlib import texture
 from mttlib.augment import DSA
 from mttlib.data import ImageData
 from mttlib.models import make_model
-from mttlib.train import accuracy, derive_seed, pick_device, seeded, train
+from mttlib.train import accuracy, check_precision, derive_seed, pick_device, seeded, train
 
 __all__ = ["Recipe", "RunResult", "EvalResult", "run_seed", "make_run_model", "train_and_test", "evaluate_set",
-           "evaluate_soft_and_hard", "SOFT_LABEL_NOTE", "random_real_subset", "evaluate_random_real",
-           "evaluate_full_data", "evaluate_cross_architecture", "split_validation", "evaluate_textures",
-           "PAPER_EPOCHS", "DEFAULT_MODELS"]
+           "evaluate_runs", "evaluate_soft_and_hard", "SOFT_LABEL_NOTE", "random_real_subset", "evaluate_random_real",
+           "evaluate_cross_architecture", "split_validation", "evaluate_textures", "PAPER_EPOCHS", "DEFAULT_MODELS"]
 
 PAPER_EPOCHS = 1000
 SOFT_LABEL_NOTE = ("trained with soft labels: mixes in knowledge distillation from the experts, "
@@ -60,8 +61,10 @@ class Recipe:
     train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None  # e.g. texture crops
     eval_on: EvalOn = "test"
     progress: bool = True
+    precision: str = "fp32"  # "bf16": the forward under autocast (mttlib.train.autocast)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         for name in ("epochs", "num_runs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -75,7 +78,9 @@ class Recipe:
 
 @dataclass
 class RunResult:
-    """One network trained on a set and tested (``loss_curve``/``lr_curve``: one value per epoch)."""
+    """One network trained on a set and tested: the ``epochs`` it trained (fewer than planned if it stopped
+    early), ``loss_curve``/``lr_curve`` per epoch (a plateau stop keeps its tail's losses only) and, when
+    recorded, ``test_curve``, the test accuracy after each epoch."""
     test_acc: float
     train_acc: float
     train_loss: float
@@ -86,6 +91,7 @@ class RunResult:
     lr_curve: list[float] = field(default_factory=list)
     seconds: float = 0.0
     diverged: bool = False
+    test_curve: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
@@ -107,17 +113,33 @@ class EvalResult:
         """``"hard"`` (class indices) or ``"soft"`` (class probabilities: see :data:`SOFT_LABEL_NOTE`)."""
         return str(self.config.get("labels", "hard"))
 
+    def epochs_text(self) -> str:
+        """The epochs the networks trained (``config["epochs_trained"]``): ``"300"``, or ``"17 of 40"``
+        (``"15-19 of 40"``) when they stopped early (a plateau stop, a divergence)."""
+        planned = self.config.get("epochs")
+        done = sorted(set(self.config.get("epochs_trained", [planned])))
+        text = str(done[0]) if len(done) == 1 else f"{done[0]}-{done[-1]}"
+        return text if done == [planned] else f"{text} of {planned}"
+
     def __str__(self) -> str:
-        k, epochs = len(self.accuracies), self.config.get("epochs", "?")
-        soft = f"; {SOFT_LABEL_NOTE}" if self.labels == "soft" else ""
+        k, soft = len(self.accuracies), f"; {SOFT_LABEL_NOTE}" if self.labels == "soft" else ""
         model = _PRETTY.get(self.config.get("model"), self.config.get("model", "network"))
-        return (f"{100 * self.mean:.1f} ± {100 * self.std:.1f} % ({k} {model} "
-                f"run{'s' if k != 1 else ''}, {epochs} epoch{'s' if epochs != 1 else ''}{soft})")
+        return (f"{100 * self.mean:.1f} ± {100 * self.std:.1f} % ({k} {model} run{'s' if k != 1 else ''}, "
+                f"{self.epochs_text()} epoch{'s' if self.epochs_text() != '1' else ''}{soft})")
+
+    def table_row(self, **columns: Any) -> dict[str, Any]:
+        """A row of an accuracy table: ``columns`` (method, ipc, ...), then mean, std, networks and epochs."""
+        return {**columns, "mean": self.mean, "std": self.std, "runs": len(self.accuracies),
+                "epochs": self.epochs_text()}
 
     def to_dict(self, runs: bool = False) -> dict[str, Any]:
-        """JSON-able summary (with each run's record when ``runs``)."""
+        """JSON-able summary (with each run's record when ``runs``); :meth:`from_dict` reads it back."""
         out = {"mean": self.mean, "std": self.std, "accuracies": list(self.accuracies), "config": self.config}
         return {**out, "summary": str(self), **({"runs": [r.to_dict() for r in self.runs]} if runs else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
+        return cls(d["mean"], d["std"], d["accuracies"], d["config"], [RunResult(**r) for r in d.get("runs", [])])
 
 
 def run_seed(base_seed: int, run: int) -> int:
@@ -140,22 +162,20 @@ def _check_set(images: Tensor, labels: Tensor, data: ImageData, cropped: bool) -
     if not cropped and tuple(images.shape[-2:]) != (data.image_size,) * 2:
         raise ValueError(f"images are {tuple(images.shape[-2:])} pixels but {data.name} is {data.image_size}x"
                          f"{data.image_size}; a larger canvas (texture mode) needs a train_transform that crops it")
-    n = images.shape[0]
-    if labels.dim() == 1 and not labels.is_floating_point():
-        if labels.shape[0] != n or n == 0:
-            raise ValueError(f"{n} images but {labels.shape[0]} labels")
-        if labels.min() < 0 or labels.max() >= data.num_classes:
-            raise ValueError(f"labels must lie in 0..{data.num_classes - 1} for {data.name}, "
-                             f"got {int(labels.min())}..{int(labels.max())}")
-    elif not (labels.dim() == 2 and labels.is_floating_point() and tuple(labels.shape) == (n, data.num_classes)):
+    n, hard = images.shape[0], labels.dim() == 1 and not labels.is_floating_point()
+    if hard and (labels.shape[0] != n or n == 0):
+        raise ValueError(f"{n} images but {labels.shape[0]} labels")
+    if hard and (labels.min() < 0 or labels.max() >= data.num_classes):
+        raise ValueError(f"labels must lie in 0..{data.num_classes - 1} for {data.name}, "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    if not hard and not (labels.is_floating_point() and tuple(labels.shape) == (n, data.num_classes)):
         raise ValueError(f"labels must be class indices [N] (hard labels) or class probabilities [N, "
                          f"{data.num_classes}] (soft labels); got {labels.dtype} {tuple(labels.shape)}")
 
 
 def _prepare(images: Tensor, data: ImageData, device: torch.device) -> Tensor:
     """uint8 images are preprocessed with ``data``; float ones are taken as already preprocessed."""
-    return data.preprocess(images, device=device) if images.dtype == torch.uint8 else \
-        images.detach().to(device=device, dtype=torch.float32)
+    return data.preprocess(images, device=device) if images.dtype == torch.uint8 else images.detach().float().to(device)
 
 
 def _eval_split(data: ImageData, eval_on: EvalOn, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -169,22 +189,25 @@ def _eval_split(data: ImageData, eval_on: EvalOn, device: torch.device) -> tuple
 
 
 def _train_one(recipe: Recipe, x: Tensor, y: Tensor, data: ImageData, x_eval: Tensor, y_eval: Tensor, seed: int,
-               on_epoch_end: Callable | None = None, bar: tqdm | None = None) -> RunResult:
+               on_epoch_end: Callable | None = None, bar: tqdm | None = None,
+               schedule: Callable | None = None) -> RunResult:
     start = time.perf_counter()
     net = make_run_model(recipe.model, data, seed, recipe.model_kwargs, x.device)
     dsa = recipe.dsa if isinstance(recipe.dsa, DSA) else DSA(data.dsa_strategy) if recipe.dsa else None
     # one generator, drawn on the CPU, for the batch order, the transform and the augmentation
-    history = train(net, x, y, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                    momentum=recipe.momentum, weight_decay=recipe.weight_decay, lr_decay=recipe.lr_decay,
-                    dsa=dsa, shuffle=torch.Generator().manual_seed(seed), train_transform=recipe.train_transform,
-                    on_epoch_end=on_epoch_end, on_batch=None if bar is None else lambda n: bar.update(n / len(x)))
+    fit = functools.partial(train, net, x, y, batch_size=recipe.batch_size, momentum=recipe.momentum,
+                            weight_decay=recipe.weight_decay, dsa=dsa, shuffle=torch.Generator().manual_seed(seed),
+                            train_transform=recipe.train_transform, precision=recipe.precision,
+                            on_batch=None if bar is None else lambda n: bar.update(n / len(x)))
+    history, curve = schedule(fit, x_eval, y_eval) if schedule else (fit(
+        epochs=recipe.epochs, lr=recipe.lr, lr_decay=recipe.lr_decay, on_epoch_end=on_epoch_end), [])
     if history.diverged:
         warnings.warn(f"{recipe.model} (seed {seed}): the training loss became {history.train_loss[-1]} with lr "
                       f"{history.lr[-1]:g}; training stopped. A smaller lr often helps.", RuntimeWarning, stacklevel=4)
     return RunResult(test_acc=accuracy(net, x_eval, y_eval)[0], train_acc=history.train_acc[-1],
-                     train_loss=history.train_loss[-1], seed=seed, model=recipe.model, epochs=recipe.epochs,
+                     train_loss=history.train_loss[-1], seed=seed, model=recipe.model, epochs=len(history.lr),
                      loss_curve=history.train_loss, lr_curve=history.lr, seconds=time.perf_counter() - start,
-                     diverged=history.diverged)
+                     diverged=history.diverged, test_curve=curve)
 
 
 def train_and_test(model_name: str, images: Tensor, labels: Tensor, data: ImageData, *,
@@ -213,24 +236,24 @@ def evaluate_set(images: Tensor, labels: Tensor, data: ImageData, **recipe: Any)
     """
     r = Recipe(**recipe)
     _check_set(images, labels, data, r.train_transform is not None)
-    return _evaluate_runs(lambda k: (images, labels), data, r, same_set=True)
+    return evaluate_runs(lambda k: (images, labels), data, r, same_set=True)
 
 
 def evaluate_soft_and_hard(images: Tensor, soft_labels: Tensor, hard_labels: Tensor, data: ImageData,
                            **recipe: Any) -> dict[str, EvalResult]:
-    """The same images evaluated with hard and with soft labels by the same networks: ``{"hard", "soft"}``.
-
-    Report the soft number only beside the hard one (:data:`SOFT_LABEL_NOTE`). Notebook ``05_beyond_mtt``.
-    """
+    """The same images evaluated with hard and with soft labels by the same networks: ``{"hard", "soft"}``. Report
+    the soft number only beside the hard one (:data:`SOFT_LABEL_NOTE`). Notebook ``05_beyond_mtt``."""
     if not (soft_labels.dim() == 2 and soft_labels.is_floating_point()):
         raise ValueError("soft_labels must be float class probabilities [N, num_classes]")
     return {"hard": evaluate_set(images, hard_labels, data, **recipe),
             "soft": evaluate_set(images, soft_labels, data, **recipe)}
 
 
-def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: ImageData, r: Recipe,
-                   same_set: bool) -> EvalResult:
-    """``r.num_runs`` networks; network ``k`` trains on ``set_for_run(k)`` with seed ``run_seed(r.seed, k)``."""
+def evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: ImageData, r: Recipe,
+                  same_set: bool, schedule: Callable | None = None) -> EvalResult:
+    """``r.num_runs`` networks; network ``k`` trains on ``set_for_run(k)`` (called once if ``same_set``) with
+    seed ``run_seed(r.seed, k)``. ``schedule(fit, x_test, y_test) -> (History, test curve)`` replaces the
+    recipe's schedule, ``fit(**kw)`` being ``train`` on the run's network and set (:mod:`mttlib.ranking`)."""
     device = pick_device(r.device)
     x_eval, y_eval = _eval_split(data, r.eval_on, device)
     bar = tqdm(total=r.num_runs * r.epochs, desc=f"evaluate {r.model}", unit="epoch", leave=False,
@@ -242,15 +265,16 @@ def _evaluate_runs(set_for_run: Callable[[int], tuple[Tensor, Tensor]], data: Im
             if x is None or not same_set:
                 xk, yk = set_for_run(k)
                 x, y = _prepare(xk, data, device), yk.detach().to(device)
-            runs.append(_train_one(r, x, y, data, x_eval, y_eval, run_seed(r.seed, k), None, bar))
+            runs.append(_train_one(r, x, y, data, x_eval, y_eval, run_seed(r.seed, k), None, bar, schedule))
     finally:
         if bar is not None:
             bar.close()
     accs = [run.test_acc for run in runs]
     eval_name = r.eval_on if isinstance(r.eval_on, str) else "val_part" if isinstance(r.eval_on, ImageData) else "tuple"
     dsa = r.dsa.strategy if isinstance(r.dsa, DSA) else data.dsa_strategy if r.dsa else None
-    config = {"dataset": data.name, "model": r.model, "model_kwargs": dict(r.model_kwargs or {}),
-              "num_runs": r.num_runs, "num_images": int(x.shape[0]), "lr": r.lr, "epochs": r.epochs,
+    config = {"dataset": data.name, "zca": data.zca is not None, "model": r.model,
+              "model_kwargs": dict(r.model_kwargs or {}), "num_runs": r.num_runs, "num_images": int(x.shape[0]),
+              "lr": r.lr, "epochs": r.epochs, "epochs_trained": [run.epochs for run in runs],
               "batch_size": r.batch_size, "momentum": r.momentum, "weight_decay": r.weight_decay,
               "lr_decay": r.lr_decay, "dsa": dsa, "train_transform": r.train_transform is not None,
               "base_seed": r.seed, "seeds": [run.seed for run in runs], "eval_on": eval_name,
@@ -287,18 +311,9 @@ def evaluate_random_real(data: ImageData, ipc: int, *, resample: bool = True, **
     """
     r = Recipe(**recipe)
     fixed = None if resample else random_real_subset(data, ipc, r.seed)
-    result = _evaluate_runs(lambda k: fixed or random_real_subset(data, ipc, run_seed(r.seed, k)), data, r,
-                            same_set=not resample)
+    result = evaluate_runs(lambda k: fixed or random_real_subset(data, ipc, run_seed(r.seed, k)), data, r,
+                           same_set=not resample)
     result.config.update(baseline="random-real", ipc=ipc, resample=resample)
-    return result
-
-
-def evaluate_full_data(data: ImageData, *, epochs: int, num_runs: int = 1, **recipe: Any) -> EvalResult:
-    """The *whole training split* reference, same recipe (one run of a few dozen epochs by default:
-    an epoch of the full split is hundreds of SGD steps)."""
-    images, labels = data.train_tensors(pick_device(recipe.get("device", "auto")))
-    result = evaluate_set(images, labels, data, epochs=epochs, num_runs=num_runs, **recipe)
-    result.config.update(baseline="full")
     return result
 
 
@@ -313,12 +328,10 @@ def evaluate_cross_architecture(images: Tensor, labels: Tensor, data: ImageData,
 
 
 def split_validation(data: ImageData, per_class: int, seed: int = 0) -> tuple[ImageData, ImageData]:
-    """Hold out ``per_class`` training images of each class: ``(train_part, val_part)``.
-
-    ``train_part`` is the training split without them (test split unchanged): train experts and
-    distil on it. ``val_part`` has the held-out images as its *test* split: choose checkpoints
-    with ``evaluate_set(..., eval_on=val_part)`` without ever looking at the test set.
-    """
+    """Hold out ``per_class`` training images of each class: ``(train_part, val_part)``. ``train_part`` is
+    the training split without them (test split unchanged): train experts and distil on it. ``val_part``
+    has the held-out images as its *test* split: choose checkpoints with ``evaluate_set(...,
+    eval_on=val_part)`` without ever looking at the test set."""
     gen = torch.Generator().manual_seed(int(seed))
     labels = data.train_labels.cpu()
     keep = torch.ones(labels.shape[0], dtype=torch.bool)
@@ -328,12 +341,9 @@ def split_validation(data: ImageData, per_class: int, seed: int = 0) -> tuple[Im
             raise ValueError(f"class {c} ({data.classes[c]}) has {pool.numel()} training images; use "
                              f"1 <= per_class < {pool.numel()} so that some are left for training")
         keep[pool[torch.randperm(pool.numel(), generator=gen)[:per_class]]] = False
-    rest, held = keep.nonzero().flatten(), (~keep).nonzero().flatten()
-    train_x, train_y = data.train_images[rest], data.train_labels[rest]
-    train_part = dataclasses.replace(data, train_images=train_x, train_labels=train_y)
-    val_part = dataclasses.replace(data, train_images=train_x, train_labels=train_y,
-                                   test_images=data.train_images[held], test_labels=data.train_labels[held])
-    return train_part, val_part
+    train_part = dataclasses.replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    return train_part, dataclasses.replace(train_part, test_images=data.train_images[~keep],
+                                           test_labels=data.train_labels[~keep])
 
 
 # --- textures ------------------------------------------------------------------------------------
@@ -344,15 +354,14 @@ def evaluate_textures(canvases: Tensor, labels: Tensor, data: ImageData, lr: flo
                       classes: Sequence[int | str] | str = "present", **recipe: Any) -> dict[str, EvalResult]:
     """Test accuracy of fresh networks trained on random crops of ``canvases``, with baselines.
 
-    Each time a canvas is drawn into a batch the network sees one random toroidal crop of image
-    size (:func:`mttlib.texture.crop_transform`), then the recipe's DSA. The baselines go through
-    the very same recipe with as many samples per class as there are canvases per class:
-    ``"real"``, random real images (1x1 canvases: their crops are the image rolled), and
-    ``"real_tiles"``, canvases tiled with real images of their class (the same pixel budget).
-    ``lr`` is the textures' ``syn_lr``; baselines train with ``baseline_lr`` (None: ``lr``).
-    ``classes="present"`` tests on the classes the textures cover (a K-way task,
-    :func:`mttlib.texture.class_subset`), ``"all"`` on every class, or a list picks them. Other
-    keyword arguments are :class:`Recipe` fields. Returns ``{"textures": EvalResult,
+    Each time a canvas is drawn into a batch the network sees one random toroidal crop of image size
+    (:func:`mttlib.texture.crop_transform`), then the recipe's DSA. The baselines go through the very
+    same recipe with as many samples per class as there are canvases per class: ``"real"``, random real
+    images (1x1 canvases: their crops are the image rolled), and ``"real_tiles"``, canvases tiled with
+    real images of their class (the same pixel budget). ``lr`` is the textures' ``syn_lr``; baselines
+    train with ``baseline_lr`` (None: ``lr``). ``classes="present"`` tests on the classes the textures
+    cover (a K-way task, :func:`mttlib.texture.class_subset`), ``"all"`` on every class, or a list picks
+    them. Other keyword arguments are :class:`Recipe` fields. Returns ``{"textures": EvalResult,
     "<baseline>": EvalResult}``. Taught in notebook ``04_tileable_textures``.
     """
     texture.check_texture_data(data)
@@ -364,13 +373,10 @@ def evaluate_textures(canvases: Tensor, labels: Tensor, data: ImageData, lr: flo
     wanted = (sorted(set(labels.tolist())) if classes == "present" else None if classes == "all"
               else texture.class_indices(data, classes))
     if wanted is not None and len(wanted) < data.num_classes:
-        missing = sorted(set(labels.tolist()) - set(wanted))
-        if missing:
+        if missing := sorted(set(labels.tolist()) - set(wanted)):
             raise ValueError(f"the textures have labels {missing} outside classes={list(classes)}")
-        lookup = {c: i for i, c in enumerate(wanted)}
-        data = texture.class_subset(data, wanted)
-        labels = torch.tensor([lookup[int(c)] for c in labels])
-    counts = torch.bincount(labels.cpu(), minlength=data.num_classes)
+        data, labels = texture.class_subset(data, wanted), torch.tensor([wanted.index(int(c)) for c in labels])
+    counts = torch.bincount(labels, minlength=data.num_classes)
     per_class = int(counts.max())
     if baselines and not bool((counts == per_class).all()):
         raise ValueError(f"baselines need the same number of canvases per class, got counts {counts.tolist()}; "

@@ -36,7 +36,7 @@ from mttlib.data import EMBEDDED_DATASET, ImageData
 from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, runs_dir
 from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import get_preset
-from mttlib.train import accuracy, derive_seed, pick_device, seeded, train
+from mttlib.train import accuracy, check_precision, derive_seed, pick_device, seeded, train
 from mttlib.trajectory import FORMAT_VERSION, Trajectory, load_trajectory
 from mttlib.zca import check_recipe
 
@@ -55,7 +55,8 @@ class ExpertConfig:
     ``model_kwargs`` the network (:func:`mttlib.models.make_model`); ``epochs`` E (a trajectory
     holds E + 1 snapshots); ``lr``, ``momentum``, ``weight_decay``, ``batch_size`` the SGD recipe
     (the paper: 0.01, 0, 0, 256); ``lr_decay`` multiplies the rate by 0.1 after ``epochs // 2``
-    epochs; ``dsa`` augments every batch; expert ``k`` is seeded by ``expert_seed(base_seed, k)``.
+    epochs; ``dsa`` augments every batch; expert ``k`` is seeded by ``expert_seed(base_seed, k)``;
+    ``precision`` ``"bf16"`` runs the forward under autocast (:func:`mttlib.train.autocast`).
     """
 
     dataset: str = "cifar10-mini"
@@ -70,8 +71,10 @@ class ExpertConfig:
     lr_decay: bool = False
     dsa: bool = True
     base_seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if not (self.dataset and self.model and isinstance(self.model_kwargs, dict)):
             raise ValueError(f"ExpertConfig needs a dataset and a model name and model_kwargs as a dict, got "
                              f"{self.dataset!r}, {self.model!r}, {self.model_kwargs!r}")
@@ -91,8 +94,12 @@ class ExpertConfig:
         self.zca, self.lr_decay, self.dsa = bool(self.zca), bool(self.lr_decay), bool(self.dsa)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-able dict of every field; ``precision`` only when it is not ``"fp32"``, so float32
+        experts keep the record, fingerprint and folder they had before the field existed."""
+        d = dataclasses.asdict(self)
+        if d["precision"] == "fp32":
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExpertConfig:
@@ -263,7 +270,8 @@ def _train_one(index: int, config: ExpertConfig, data: ImageData, device: torch.
                         momentum=config.momentum, weight_decay=config.weight_decay, lr_decay=config.lr_decay,
                         dsa=dsa, shuffle=torch.Generator().manual_seed(derive_seed(seed, "shuffle")),
                         augment=torch.Generator().manual_seed(derive_seed(seed, "dsa")),
-                        on_epoch_end=after_epoch, on_batch=None if bar is None else bar.update)
+                        on_epoch_end=after_epoch, on_batch=None if bar is None else bar.update,
+                        precision=config.precision)
     if history.diverged:
         raise FloatingPointError(f"expert {index} diverged in epoch {len(history.train_loss)} (training loss "
                                  f"{history.train_loss[-1]}): lower the learning rate (now {config.lr}) or check "

@@ -8,7 +8,9 @@ and ``syn_lr`` (:func:`meta_gradient`). ``"unroll"`` (the paper) keeps the graph
 memory linear in ``syn_steps``. ``"recompute"`` keeps only the parameters after each step and walks
 back one step's graph at a time, carrying the adjoint ``λ_i = λ_{i+1} - syn_lr · H_i λ_{i+1}`` with
 Hessian-vector products: the same gradient to round-off, memory flat in ``syn_steps``. Every step's
-augmentation is drawn up front (a *plan*) and replayed. Taught in notebook ``02_trajectory_matching``.
+augmentation is drawn up front (a *plan*) and replayed. ``precision="bf16"`` (or ``"fp16"`` on CUDA) runs
+the network's forward under autocast; parameters, pixels, ``syn_lr`` and the matching loss stay
+float32. Taught in notebook ``02_trajectory_matching``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mttlib.augment import DSA, DSAParams
+from mttlib.train import autocast, check_precision
 
 if TYPE_CHECKING:
     from mttlib.models import FunctionalModel
@@ -94,16 +97,20 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
     return (theta - target).square().sum() / (start - target).square().sum()
 
 
-def step_gradient(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
-    """The gradient of one student step's cross-entropy in ``theta`` (labels may be logits: soft)."""
+def step_gradient(fm: FunctionalModel, theta: Tensor, x: Tensor, y: Tensor, create_graph: bool,
+                  precision: str = "fp32") -> Tensor:
+    """The gradient of one student step's cross-entropy in ``theta`` (labels may be logits: soft);
+    the forward runs in ``precision``, the loss and the gradient (``theta``'s dtype) outside autocast."""
     target = F.softmax(y, dim=1) if y.is_floating_point() else y  # soft labels: y are label logits
-    loss = F.cross_entropy(fm(theta, x), target)
+    with autocast(precision, theta.device):
+        logits = fm(theta, x)
+    loss = F.cross_entropy(logits if precision == "fp32" else logits.float(), target)
     return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 
 
 def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic: Tensor, labels: Tensor,
                   syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
-                  strategy: str = "recompute") -> tuple[Tensor, Tensor, Tensor]:
+                  strategy: str = "recompute", precision: str = "fp32") -> tuple[Tensor, Tensor, Tensor]:
     """The matching loss of one iteration and its gradients ``(loss, grad_images, grad_syn_lr)``.
 
     ``labels`` are class indices (int64 ``[N]``), or float label *logits* ``[N, num_classes]``
@@ -115,6 +122,7 @@ def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic:
     ``target``. ``strategy`` is ``"unroll"`` (the paper's full graph, memory linear in the number
     of steps) or ``"recompute"`` (exact, memory flat in the number of steps). All three results
     are detached; ``grad_images`` has the shape of ``synthetic`` and ``grad_syn_lr`` is 0-d.
+    ``precision`` is the student's forward (:func:`mttlib.train.autocast`); results stay float32.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -123,23 +131,23 @@ def meta_gradient(fm: FunctionalModel, start: Tensor, target: Tensor, synthetic:
     if start.shape != target.shape or start.dim() != 1 or start.numel() != fm.numel:
         raise ValueError(f"start and target must be flat parameter vectors of {fm.numel:,} entries, got "
                          f"shapes {tuple(start.shape)} and {tuple(target.shape)}")
+    check_precision(precision, start.device)
     lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
     start, target = start.detach(), target.detach()
     if labels.is_floating_point():
         labels = labels.detach().to(synthetic.dtype).requires_grad_(True)
     with torch.enable_grad():
-        if strategy == "unroll":
-            return _unroll(fm, start, target, synthetic.detach(), labels, lr, plans, source)
-        return _recompute(fm, start, target, synthetic.detach(), labels, lr, plans, source)
+        run = _unroll if strategy == "unroll" else _recompute
+        return run(fm, start, target, synthetic.detach(), labels, lr, plans, source, precision)
 
 
-def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
+def _unroll(fm, start, target, synthetic, labels, lr, plans, source, precision):
     x = synthetic.requires_grad_(True)
     lr = lr.clone().requires_grad_(True)
     theta = start.clone().requires_grad_(True)
     for plan in plans:
         xb, yb = source.batch(x, labels, plan)
-        theta = theta - lr * step_gradient(fm, theta, xb, yb, create_graph=True)
+        theta = theta - lr * step_gradient(fm, theta, xb, yb, True, precision)
     loss = matching_loss(theta, start, target)
     if labels.requires_grad:
         grad_x, grad_lr, grad_y = torch.autograd.grad(loss, [x, lr, labels])
@@ -149,7 +157,8 @@ def _unroll(fm, start, target, synthetic, labels, lr, plans, source):
 
 
 def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, labels: Tensor,
-                       syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource) -> list[Tensor]:
+                       syn_lr: Tensor | float, plans: Sequence[dict[str, Any]], source: BatchSource,
+                       precision: str = "fp32") -> list[Tensor]:
     """The student's parameters ``[θ_0 = start, θ_1, ..., θ_N]`` after each SGD step (detached): the
     forward half of :func:`meta_gradient`, one step per plan."""
     lr = torch.as_tensor(syn_lr, dtype=synthetic.dtype, device=synthetic.device).detach()
@@ -159,13 +168,13 @@ def student_trajectory(fm: FunctionalModel, start: Tensor, synthetic: Tensor, la
         for plan in plans:
             xb, yb = source.batch(synthetic, labels, plan)
             theta = thetas[-1].detach().requires_grad_(True)
-            thetas.append((theta - lr * step_gradient(fm, theta, xb, yb, create_graph=False)).detach())
+            thetas.append((theta - lr * step_gradient(fm, theta, xb, yb, False, precision)).detach())
     return thetas
 
 
-def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
+def _recompute(fm, start, target, synthetic, labels, lr, plans, source, precision):
     # forward: plain SGD steps, keeping only the parameters after each step
-    thetas = student_trajectory(fm, start, synthetic, labels, lr, plans, source)
+    thetas = student_trajectory(fm, start, synthetic, labels, lr, plans, source, precision)
     theta = thetas[-1]
     diff = theta - target
     denom = (start - target).square().sum()
@@ -180,7 +189,7 @@ def _recompute(fm, start, target, synthetic, labels, lr, plans, source):
     for i in range(len(plans) - 1, -1, -1):
         theta = thetas[i].requires_grad_(True)
         xb, yb = source.batch(x, labels, plans[i])
-        g = step_gradient(fm, theta, xb, yb, create_graph=True)
+        g = step_gradient(fm, theta, xb, yb, True, precision)
         gl = torch.dot(g, lam)
         if soft:
             h_theta, h_x, h_y = torch.autograd.grad(gl, [theta, x, labels])

@@ -2,8 +2,8 @@
 
 Experts, the evaluation of distilled sets and of textures all train networks this way; what
 differs (learning rate, momentum, augmentation, what to record after an epoch) is passed in. Seeds
-come from :func:`derive_seed`, devices from :func:`pick_device`. Taught in notebook
-``01_expert_trajectories``.
+come from :func:`derive_seed`, devices from :func:`pick_device`, mixed precision from :func:`autocast`.
+Taught in notebook ``01_expert_trajectories``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from torch import Tensor, nn
 
 from mttlib.augment import DSA
 
-__all__ = ["pick_device", "derive_seed", "seeded", "accuracy", "History", "train"]
+__all__ = ["PRECISIONS", "pick_device", "derive_seed", "seeded", "check_precision", "autocast", "accuracy", "History",
+           "train"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -58,6 +61,26 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def check_precision(precision: str, device: str | torch.device | None = None) -> None:
+    """Raise a ``ValueError`` for a precision other than ``"fp32"``, ``"bf16"`` or ``"fp16"``, and for
+    ``"fp16"`` on a device other than CUDA (``device=None`` checks the name only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device is not None and torch.device(device).type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (autocast on {torch.device(device).type} runs "
+                         "bfloat16 only): use precision='bf16' or 'fp32'")
+
+
+def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Where a network's forward runs in ``precision``: ``torch.autocast`` for ``"bf16"``/``"fp16"``,
+    nothing for ``"fp32"``. Only the operations inside change precision; tensors made outside,
+    parameters and gradients included, stay float32."""
+    check_precision(precision, device)
+    if PRECISIONS[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision])
+
+
 @torch.no_grad()
 def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``net`` on ``(x, y)`` in eval mode, no augmentation."""
@@ -89,18 +112,21 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
           shuffle: torch.Generator, augment: torch.Generator | None = None,
           train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
           on_epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
-          on_batch: Callable[[int], None] | None = None) -> History:
+          on_batch: Callable[[int], None] | None = None, precision: str = "fp32") -> History:
     """Train ``net`` in place with SGD on ``(x, y)`` (class indices or probabilities).
 
     Each epoch shuffles with ``shuffle``; each batch goes through ``train_transform(batch, augment)``
     and ``dsa`` (``augment=None`` shares ``shuffle``). ``lr_decay``: a fresh optimiser at ``lr * 0.1``
     from epoch ``epochs // 2``, as the paper's code. A non-finite loss stops training (``diverged``).
+    ``precision``: the forward under :func:`autocast` (``"fp16"`` with loss scaling), the rest float32.
     """
     augment = shuffle if augment is None else augment
     device = x.device
     n = x.shape[0]
     soft = y.dim() == 2
     decay_epoch = epochs // 2 if lr_decay and epochs >= 2 else None
+    check_precision(precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow unscaled
 
     def sgd(rate: float) -> torch.optim.Optimizer:
         return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
@@ -122,11 +148,13 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
                 xb = train_transform(xb, augment)
             if dsa is not None:
                 xb = dsa(xb, augment)
-            logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
+            with autocast(precision, device):
+                logits = net(xb)
+            loss = F.cross_entropy(logits if precision == "fp32" else logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             with torch.no_grad():
                 loss_sum += loss.detach() * idx.shape[0]
                 correct += (logits.argmax(1) == (yb.argmax(1) if soft else yb)).sum()

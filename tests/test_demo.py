@@ -1,6 +1,6 @@
 """The demo runner: stops at a failing notebook naming the cell, and writes the HTML report."""
 
-import json
+import re
 
 import nbformat
 import pytest
@@ -41,11 +41,38 @@ def test_report_shows_figures_with_captions_and_the_accuracy_table(tmp_path):
     (out / "textures" / "sheet.png").write_bytes(b"\x89PNG fake")
     atomic_write_json({"02_distilled.png": "The distilled images, one row per class."}, out / "figures" / "captions.json")
     atomic_write_json({"accuracy_table": [
-        {"method": "distilled", "ipc": 1, "mean": 0.281, "std": 0.012, "runs": 3},
-        {"method": "random real", "ipc": 1, "mean": 0.142, "std": 0.02, "runs": 3},
+        {"method": "distilled", "ipc": 1, "mean": 0.281, "std": 0.012, "runs": 3, "epochs": "300",
+         "ior": 0.139, "hlr": 0.264},
+        {"method": "random real", "ipc": 1, "mean": 0.142, "std": 0.02, "runs": 3, "epochs": "300"},
+        {"method": "full data", "ipc": "all", "mean": 0.545, "std": 0.0, "runs": 1, "epochs": "23 of 40"},
     ]}, out / "results" / "02_trajectory_matching.json")
     html = demo.write_report(out, [("02_trajectory_matching.ipynb", 61.0)]).read_text()
     assert "The distilled images, one row per class." in html
     assert "figures/02_distilled.png" in html and "textures/sheet.png" in html
     assert "28.1 ± 1.2" in html and "14.2 ± 2.0" in html and "random real" in html
     assert "61 s" in html
+
+
+def _table(html: str) -> list[list[str]]:
+    """The report's accuracy table as rows of cell texts (header first)."""
+    body = html.split("<table>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<t[hd]>(.*?)</t[hd]>", row) for row in body.split("</tr>") if "<t" in row]
+
+
+def test_report_table_has_epochs_and_the_ranking_scores(tmp_path):
+    out = tmp_path / "out"
+    atomic_write_json({"accuracy_table": [
+        {"method": "distilled", "ipc": 1, "mean": 0.281, "std": 0.012, "runs": 3, "epochs": "300",
+         "ior": 0.139, "hlr": 0.264},
+        {"method": "random real", "ipc": 1, "mean": 0.142, "std": 0.02, "runs": 3, "epochs": "300"},
+        {"method": "full data", "ipc": "all", "mean": 0.545, "std": 0.0, "runs": 1, "epochs": "23 of 40"},
+    ]}, out / "results" / "02_trajectory_matching.json")
+    atomic_write_json({"accuracy_table": [  # a notebook that records no epochs or scores still shows its rows
+        {"method": "distilled <tiny>", "ipc": 1, "mean": 0.2, "std": 0.0, "runs": 1},
+    ]}, out / "results" / "03_imagenet_subsets.json")
+    table = _table(demo.write_report(out).read_text())
+    assert table[0] == ["notebook", "training set", "ipc", "epochs", "accuracy %", "networks", "IOR", "HLR"]
+    assert table[1] == ["02_trajectory_matching", "distilled", "1", "300", "28.1 ± 1.2", "3", "+13.9", "+26.4"]
+    assert table[2] == ["02_trajectory_matching", "random real", "1", "300", "14.2 ± 2.0", "3", "", ""]
+    assert table[3] == ["02_trajectory_matching", "full data", "all", "23 of 40", "54.5 ± 0.0", "1", "", ""]
+    assert table[4] == ["03_imagenet_subsets", "distilled &lt;tiny&gt;", "1", "", "20.0 ± 0.0", "1", "", ""]

@@ -1,4 +1,5 @@
-"""Tests of mttlib.evaluate: the evaluation recipe, baselines, validation split, released sets, CLI."""
+"""Tests of mttlib.evaluate and mttlib.ranking: the evaluation recipe, baselines (the full-data ceiling with
+its plateau stop and cache), DD-Ranking's IOR and HLR, validation split, released sets, CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mttlib import cli, released
+from mttlib import cli, ranking, released
 from mttlib import evaluate as ev
+from mttlib.augment import DSA
 from mttlib.data import ImageData
 from mttlib.io import CorruptFileError, atomic_save
 
@@ -212,6 +214,7 @@ def test_a_diverging_run_stops_with_a_warning(data: ImageData) -> None:
     with pytest.warns(RuntimeWarning, match="smaller lr"):
         result = ev.train_and_test("convnet", x, y, data, lr=1e30, epochs=5, model_kwargs=TINY, device="cpu")
     assert result.diverged and len(result.loss_curve) < 5 and not math.isfinite(result.loss_curve[-1])
+    assert result.epochs == len(result.loss_curve)  # the epochs it trained, not the 5 it was given
 
 
 def test_train_transform_runs_before_augmentation(data: ImageData) -> None:
@@ -239,7 +242,13 @@ def test_eval_result_summary(data: ImageData) -> None:
     assert result.std == pytest.approx(accs.std(unbiased=False).item())
     text = str(result)
     assert text.endswith("% (2 ConvNet runs, 2 epochs)") and "±" in text
-    json.dumps(result.to_dict(runs=True))
+    assert result.config["epochs_trained"] == [2, 2] and result.epochs_text() == "2"
+    assert result.table_row(method="distilled", ipc=2) == {"method": "distilled", "ipc": 2, "mean": result.mean,
+                                                           "std": result.std, "runs": 2, "epochs": "2"}
+    again = ev.EvalResult.from_dict(json.loads(json.dumps(result.to_dict(runs=True))))
+    assert str(again) == text and again.runs == result.runs and again.config == result.config
+    result.config["epochs_trained"] = [17, 15]  # networks that stopped early say so
+    assert result.epochs_text() == "15-17 of 2" and str(result).endswith("(2 ConvNet runs, 15-17 of 2 epochs)")
 
 
 # --------------------------------------------------------------------------- baselines and splits
@@ -267,8 +276,117 @@ def test_random_real_baseline_draws_a_subset_per_run(data: ImageData) -> None:
 
 
 def test_full_data_baseline_uses_the_whole_train_split(data: ImageData) -> None:
-    res = ev.evaluate_full_data(data, epochs=1, model_kwargs=TINY, device="cpu", progress=False)
+    res = ranking.evaluate_full_data(data, epochs=2, model_kwargs=TINY, device="cpu", progress=False)
     assert res.config["num_images"] == data.train_images.shape[0] and len(res.accuracies) == 1
+    assert res.config["baseline"] == "full" and res.config["epochs_trained"] == [2]
+    assert res.runs[0].lr_curve == pytest.approx([0.01, 0.001])  # the recipe's fixed schedule
+    with pytest.raises(ValueError, match="patience"):
+        ranking.evaluate_full_data(data, epochs=4, patience=4, model_kwargs=TINY, device="cpu")
+
+
+def test_plateau_stop_ends_a_run_whose_accuracy_stops_rising(data: ImageData) -> None:
+    """At lr 1e-12 the weights cannot move (far below float32 resolution): the test accuracy after epoch 1
+    is never beaten, so the constant phase stops after 1 + patience epochs and the decayed tail follows."""
+    res = ranking.evaluate_full_data(data, epochs=20, patience=2, lr=1e-12, model_kwargs=TINY, device="cpu",
+                                     progress=False)
+    run = res.runs[0]
+    assert run.epochs == 5 and res.config["epochs_trained"] == [5] and res.config["patience"] == 2
+    assert run.lr_curve == pytest.approx([1e-12] * 3 + [1e-13] * 2, rel=1e-9)
+    assert len(run.test_curve) == 5 and len(set(run.test_curve)) == 1
+    assert run.test_acc == run.test_curve[-1]  # the last accuracy is the one reported
+    assert len(run.loss_curve) == 2  # the tail's; the stopped phase's losses stay inside the loop
+    assert res.epochs_text() == "5 of 20" and str(res).endswith("(1 ConvNet run, 5 of 20 epochs)")
+
+
+def _scripted_accuracy(monkeypatch, curve: list[float]) -> None:
+    """The plateau hook sees ``curve`` as the test accuracy after each epoch (then the last value)."""
+    values = iter(curve)
+    monkeypatch.setattr(ranking, "accuracy", lambda net, x, y: (next(values, curve[-1]), 0.0))
+
+
+def test_plateau_stop_runs_the_full_length_while_accuracy_rises(data: ImageData, monkeypatch) -> None:
+    _scripted_accuracy(monkeypatch, [0.1 * k for k in range(1, 9)])
+    res = ranking.evaluate_full_data(data, epochs=8, patience=2, lr=0.05, model_kwargs=TINY, device="cpu",
+                                     progress=False)
+    run = res.runs[0]
+    assert run.epochs == 8 and run.test_curve == pytest.approx([0.1 * k for k in range(1, 9)])
+    assert run.lr_curve == pytest.approx([0.05] * 6 + [0.005] * 2)  # the tail after epochs - patience
+    assert len(run.loss_curve) == 8 and res.epochs_text() == "8"
+
+
+def test_plateau_stop_needs_a_strictly_better_accuracy(data: ImageData, monkeypatch) -> None:
+    """A tie with the best does not count as progress: best 0.5 at epoch 2, tied at 3 and 4, so the
+    constant phase ends after epoch 4 (patience 2), though it could have run 10 epochs."""
+    _scripted_accuracy(monkeypatch, [0.3, 0.5, 0.5, 0.5, 0.9, 0.9])
+    res = ranking.evaluate_full_data(data, epochs=12, patience=2, lr=0.05, model_kwargs=TINY, device="cpu",
+                                     progress=False)
+    assert res.runs[0].epochs == 6 and res.runs[0].lr_curve == pytest.approx([0.05] * 4 + [0.005] * 2)
+
+
+def test_full_data_result_is_cached_for_the_same_recipe(data: ImageData, tmp_path, monkeypatch) -> None:
+    seen = _spy_training(monkeypatch)
+    kwargs = dict(epochs=3, patience=1, model_kwargs=TINY, device="cpu", progress=False, cache=tmp_path)
+    first = ranking.evaluate_full_data(data, **kwargs)
+    assert len(seen) == 1 and len(list(tmp_path.glob("full-data-stripes-convnet-*.pt"))) == 1
+    again = ranking.evaluate_full_data(data, **kwargs)
+    assert len(seen) == 1, "the cached result is reused, nothing is trained"
+    assert again.to_dict(runs=True) == first.to_dict(runs=True)
+    ranking.evaluate_full_data(data, **{**kwargs, "patience": None})  # another recipe trains again
+    assert len(seen) == 2
+    ranking.evaluate_full_data(data, **{**kwargs, "dsa": DSA()})
+    ranking.evaluate_full_data(data, **{**kwargs, "dsa": DSA()})
+    assert len(seen) == 4, "a recipe holding objects is never cached"
+
+
+# --------------------------------------------------------------------------- DD-Ranking's scores
+
+
+def _evaluated(mean: float, **config) -> ev.EvalResult:
+    base = {"dataset": "stripes", "zca": False, "model": "convnet", "model_kwargs": {"width": 8}, "eval_on": "test",
+            "eval_size": 40, "batch_size": 256, "momentum": 0.9, "weight_decay": 5e-4, "lr_decay": True,
+            "dsa": "color_crop", "train_transform": False, "epochs": 300, "num_images": 4, "labels": "hard",
+            "lr": 0.03}
+    return ev.EvalResult(mean, 0.01, [mean], {**base, **config})
+
+
+def test_ranking_metrics_arithmetic_and_recipe_checks() -> None:
+    distilled = _evaluated(0.30)
+    random_real = _evaluated(0.20, baseline="random-real", lr=0.01)
+    full = _evaluated(0.55, baseline="full", lr=0.01, epochs=40, num_images=48, patience=5)
+    scores = ranking.ranking_metrics(distilled, random_real, full)
+    assert scores["ior"] == pytest.approx(0.10) and scores["hlr"] == pytest.approx(0.25)
+    assert (scores["distilled"], scores["random_real"], scores["full"]) == (0.30, 0.20, 0.55)
+    worse = ranking.ranking_metrics(_evaluated(0.15), random_real, full)
+    assert worse["ior"] == pytest.approx(-0.05) and worse["hlr"] == pytest.approx(0.40)
+
+    with pytest.raises(ValueError, match="epochs 300 vs 200"):
+        ranking.ranking_metrics(distilled, _evaluated(0.2, baseline="random-real", epochs=200), full)
+    with pytest.raises(ValueError, match="num_images 4 vs 8"):
+        ranking.ranking_metrics(distilled, _evaluated(0.2, baseline="random-real", num_images=8), full)
+    with pytest.raises(ValueError, match="full data.*model_kwargs"):
+        ranking.ranking_metrics(distilled, random_real, _evaluated(0.5, baseline="full", model_kwargs={"width": 32}))
+    with pytest.raises(ValueError, match="dsa"):
+        ranking.ranking_metrics(distilled, random_real, _evaluated(0.5, baseline="full", dsa=None))
+    with pytest.raises(ValueError, match="evaluate_random_real"):
+        ranking.ranking_metrics(distilled, full, random_real)
+    with pytest.raises(ValueError, match="evaluate_full_data"):
+        ranking.ranking_metrics(distilled, random_real, _evaluated(0.5))
+    with pytest.raises(ValueError, match="hard labels"):
+        ranking.ranking_metrics(_evaluated(0.4, labels="soft"), random_real, full)
+
+
+def test_ranking_metrics_accept_the_kits_own_evaluations(data: ImageData) -> None:
+    """The configs the evaluation functions write are comparable as they are (learning rates may differ)."""
+    x, y = small_set(data, per_class=1)
+    common = dict(model_kwargs=TINY, device="cpu", progress=False, num_runs=1)
+    distilled = ev.evaluate_set(x, y, data, lr=0.03, epochs=2, **common)
+    random_real = ev.evaluate_random_real(data, 1, lr=0.01, epochs=2, **common)
+    full = ranking.evaluate_full_data(data, epochs=3, patience=1, **common)
+    scores = ranking.ranking_metrics(distilled, random_real, full)
+    assert scores["ior"] == distilled.mean - random_real.mean and scores["hlr"] == full.mean - distilled.mean
+    longer = ev.evaluate_random_real(data, 1, lr=0.01, epochs=3, **common)
+    with pytest.raises(ValueError, match="epochs"):
+        ranking.ranking_metrics(distilled, longer, full)
 
 
 def test_cross_architecture_returns_one_result_per_model(data: ImageData) -> None:
@@ -357,6 +475,15 @@ def test_cli_evaluates_a_set_file_and_prints_json(tmp_path, capsys) -> None:
     # a set file with no learned lr needs --lr
     atomic_save({"images": x, "labels": y, "config": {"dataset": "cifar10-mini"}}, tmp_path / "nolr.pt")
     assert 2 == cli.main(["evaluate", "--set", str(tmp_path / "nolr.pt"), "--json", "--no-progress"])
+
+
+def test_cli_full_baseline_trains_the_whole_split_with_the_plateau_schedule(capsys) -> None:
+    code = cli.main(["evaluate", "--baseline", "full", "--dataset", "cifar10-mini", "--models", "mlp", "--epochs", "3",
+                     "--json", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]["mlp"]
+    assert result["config"]["baseline"] == "full" and result["config"]["num_images"] == 5000
+    assert result["config"]["patience"] == 2 and result["config"]["epochs_trained"] == [3]  # 1 at lr, 2 decayed
 
 
 def _spy_training(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
