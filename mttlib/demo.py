@@ -22,6 +22,11 @@ def notebook_files(only: list[str] | None = None, folder: Path = NOTEBOOKS) -> l
     return files
 
 
+# notebooks run a second time with other parameters: notebook 02 shows ipc 10 beside ipc 1
+REPEATS: dict[str, list[tuple[str, dict]]] = {
+    "02_trajectory_matching": [("02_trajectory_matching-ipc10.ipynb", {"IPC": 10})]}
+
+
 def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None = None,
              cell_timeout: int = 1800, folder: Path = NOTEBOOKS) -> list[tuple[str, float]]:
     """Execute the notebooks into ``out/notebooks``; return (name, seconds) per notebook."""
@@ -33,22 +38,23 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
         raise FileNotFoundError(f"no notebooks found in {folder} (is this a full checkout of the kit?)")
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     timings = []
-    for i, path in enumerate(files, 1):
-        print(f"[{i}/{len(files)}] {path.name} ...", end="", flush=True)
+    jobs = [(path, name, extra) for path in files for name, extra in [(path.name, {}), *REPEATS.get(path.stem, [])]]
+    for i, (path, name, extra) in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {name} ...", end="", flush=True)
         start = time.perf_counter()
-        params = {"SMOKE": smoke, "OUT_DIR": str(out), "RUNS_DIR": str(runs), "INTERACTIVE": False}
+        params = {"SMOKE": smoke, "OUT_DIR": str(out), "RUNS_DIR": str(runs), "INTERACTIVE": False, **extra}
         try:
-            pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
+            pm.execute_notebook(str(path), str(out / "notebooks" / name), parameters=params,
                                 kernel_name="python3", cwd=str(folder), progress_bar=False,
                                 execution_timeout=cell_timeout, start_timeout=240)
         except PapermillExecutionError as err:
             print(" FAILED")
             raise SystemExit(
-                f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                f"{err.ename}: {err.evalue}\nThe partly executed notebook is {out / 'notebooks' / path.name}."
+                f"{name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                f"{err.ename}: {err.evalue}\nThe partly executed notebook is {out / 'notebooks' / name}."
             ) from None
         seconds = time.perf_counter() - start
-        timings.append((path.name, seconds))
+        timings.append((name, seconds))
         print(f" done in {seconds:.0f} s")
     return timings
 

@@ -11,12 +11,11 @@ hard labels). Taught in notebook ``02_trajectory_matching``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -62,6 +61,7 @@ class Recipe:
     eval_on: EvalOn = "test"
     progress: bool = True
     precision: str = "fp32"  # "bf16": the forward under autocast (mttlib.train.autocast)
+    compile: bool = False  # torch.compile the training (mttlib.train.train)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -95,7 +95,7 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
 @dataclass
@@ -198,7 +198,7 @@ def _train_one(recipe: Recipe, x: Tensor, y: Tensor, data: ImageData, x_eval: Te
     fit = functools.partial(train, net, x, y, batch_size=recipe.batch_size, momentum=recipe.momentum,
                             weight_decay=recipe.weight_decay, dsa=dsa, shuffle=torch.Generator().manual_seed(seed),
                             train_transform=recipe.train_transform, precision=recipe.precision,
-                            on_batch=None if bar is None else lambda n: bar.update(n / len(x)))
+                            compile=recipe.compile, on_batch=None if bar is None else lambda n: bar.update(n / len(x)))
     history, curve = schedule(fit, x_eval, y_eval) if schedule else (fit(
         epochs=recipe.epochs, lr=recipe.lr, lr_decay=recipe.lr_decay, on_epoch_end=on_epoch_end), [])
     if history.diverged:
@@ -341,8 +341,8 @@ def split_validation(data: ImageData, per_class: int, seed: int = 0) -> tuple[Im
             raise ValueError(f"class {c} ({data.classes[c]}) has {pool.numel()} training images; use "
                              f"1 <= per_class < {pool.numel()} so that some are left for training")
         keep[pool[torch.randperm(pool.numel(), generator=gen)[:per_class]]] = False
-    train_part = dataclasses.replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
-    return train_part, dataclasses.replace(train_part, test_images=data.train_images[~keep],
+    train_part = replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    return train_part, replace(train_part, test_images=data.train_images[~keep],
                                            test_labels=data.train_labels[~keep])
 
 

@@ -56,7 +56,8 @@ class ExpertConfig:
     holds E + 1 snapshots); ``lr``, ``momentum``, ``weight_decay``, ``batch_size`` the SGD recipe
     (the paper: 0.01, 0, 0, 256); ``lr_decay`` multiplies the rate by 0.1 after ``epochs // 2``
     epochs; ``dsa`` augments every batch; expert ``k`` is seeded by ``expert_seed(base_seed, k)``;
-    ``precision`` ``"bf16"`` runs the forward under autocast (:func:`mttlib.train.autocast`).
+    ``precision`` ``"bf16"`` runs the forward under autocast (:func:`mttlib.train.autocast`), ``compile``
+    through ``torch.compile`` (:func:`mttlib.train.train`).
     """
 
     dataset: str = "cifar10-mini"
@@ -72,6 +73,7 @@ class ExpertConfig:
     dsa: bool = True
     base_seed: int = 0
     precision: str = "fp32"
+    compile: bool = False  # how to run, not what: never part of the record
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -91,12 +93,14 @@ class ExpertConfig:
                 raise ValueError(f"ExpertConfig.{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
                                  f"got {value!r}")
             setattr(self, name, float(value))
-        self.zca, self.lr_decay, self.dsa = bool(self.zca), bool(self.lr_decay), bool(self.dsa)
+        for name in ("zca", "lr_decay", "dsa", "compile"):
+            setattr(self, name, bool(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field; ``precision`` only when it is not ``"fp32"``, so float32
         experts keep the record, fingerprint and folder they had before the field existed."""
         d = dataclasses.asdict(self)
+        del d["compile"]
         if d["precision"] == "fp32":
             del d["precision"]
         return d
@@ -271,7 +275,7 @@ def _train_one(index: int, config: ExpertConfig, data: ImageData, device: torch.
                         dsa=dsa, shuffle=torch.Generator().manual_seed(derive_seed(seed, "shuffle")),
                         augment=torch.Generator().manual_seed(derive_seed(seed, "dsa")),
                         on_epoch_end=after_epoch, on_batch=None if bar is None else bar.update,
-                        precision=config.precision)
+                        precision=config.precision, compile=config.compile)
     if history.diverged:
         raise FloatingPointError(f"expert {index} diverged in epoch {len(history.train_loss)} (training loss "
                                  f"{history.train_loss[-1]}): lower the learning rate (now {config.lr}) or check "

@@ -22,12 +22,15 @@ from mttlib.augment import DSA, DSAParams
 from mttlib.data import ImageData
 from mttlib.distill import DistillConfig
 from mttlib.io import atomic_write_bytes, safe_load
+from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import get_preset
 from mttlib.run import DistillResult, distill
+from mttlib.trajectory import Trajectory
 
 __all__ = ["random_offsets", "toroidal_crop", "tile", "seam_ratio", "seam_score", "check_texture_data",
            "class_indices", "init_canvases", "TextureBatchSource", "TEXTURE_PRESET_CHANGES", "texture_config",
-           "distill_textures", "load_textures", "crop_transform", "class_subset", "export_pngs", "StoredPixels"]
+           "distill_textures", "load_textures", "crop_transform", "class_subset", "expert_classifier", "crop_recognition",
+           "export_pngs", "StoredPixels"]
 
 Size = int | tuple[int, int]
 _NO_ZCA = "texture mode cannot use ZCA (no inverse for a larger canvas); use zca=False and experts trained without ZCA"
@@ -293,6 +296,30 @@ def class_subset(data: ImageData, classes: Sequence[int | str]) -> ImageData:
         splits[f"{split}_images"], splits[f"{split}_labels"] = getattr(data, f"{split}_images")[y >= 0], y[y >= 0]
     names = [data.classes[c] for c in wanted]
     return replace(data, name=f"{data.name}[{','.join(names)}]", classes=names, zca=None, **splits)
+
+
+# --- does a texture show its class? ------------------------------------------------------------
+def expert_classifier(experts: Sequence[Trajectory], data: ImageData) -> Callable[[Tensor], Tensor]:
+    """Networks trained on all the real training images: the experts' final weights (``traj[-1]``).
+
+    Maps images ``[M, C, h, w]`` to class probabilities ``[M, classes]``, the mean over the experts."""
+    cfg = experts[0].meta["config"]
+    fm = FunctionalModel(make_model(cfg["model"], data.channels, data.num_classes, data.image_size,
+                                    **cfg["model_kwargs"]).eval())
+    return lambda x: torch.stack([fm(traj[-1].to(x), x).softmax(1) for traj in experts]).mean(0)
+
+
+@torch.no_grad()
+def crop_recognition(net: Callable[[Tensor], Tensor], canvases: Tensor, labels: Tensor, image_size: Size,
+                     crops: int = 64, generator: torch.Generator | None = None, batch: int = 512) -> dict[int, float]:
+    """Per class ``{label: top-1 accuracy}`` of ``net`` (scores over all classes) on ``crops`` random toroidal
+    crops of each canvas of that class. Real photos tiled into canvases (``init_canvases(..., "real")``) give
+    the reference. Taught in notebook ``04_tileable_textures``."""
+    index, labels = torch.arange(len(canvases)).repeat_interleave(crops), torch.as_tensor(labels).cpu()
+    offsets, dev = random_offsets(len(index), canvases.shape[-2:], generator), canvases.device
+    guess = torch.cat([net(toroidal_crop(canvases, offsets[i:i + batch], image_size, index[i:i + batch].to(dev)))
+                       .argmax(1).cpu() for i in range(0, len(index), batch)])
+    return {int(c): float((guess[labels[index] == c] == c).float().mean()) for c in labels.unique()}
 
 
 # --- PNG export --------------------------------------------------------------------------------

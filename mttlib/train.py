@@ -112,13 +112,15 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
           shuffle: torch.Generator, augment: torch.Generator | None = None,
           train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
           on_epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
-          on_batch: Callable[[int], None] | None = None, precision: str = "fp32") -> History:
+          on_batch: Callable[[int], None] | None = None, precision: str = "fp32", compile: bool = False) -> History:
     """Train ``net`` in place with SGD on ``(x, y)`` (class indices or probabilities).
 
     Each epoch shuffles with ``shuffle``; each batch goes through ``train_transform(batch, augment)``
     and ``dsa`` (``augment=None`` shares ``shuffle``). ``lr_decay``: a fresh optimiser at ``lr * 0.1``
     from epoch ``epochs // 2``, as the paper's code. A non-finite loss stops training (``diverged``).
     ``precision``: the forward under :func:`autocast` (``"fp16"`` with loss scaling), the rest float32.
+    ``compile``: the forward and backward through ``torch.compile`` (fused kernels: faster after a first,
+    slow call; the same training up to float rounding; needs a C++ compiler on the CPU).
     """
     augment = shuffle if augment is None else augment
     device = x.device
@@ -132,6 +134,7 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
         return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
 
     optimizer = sgd(lr)
+    forward = torch.compile(net) if compile else net  # shares net's parameters
     history = History()
     net.train()
     for epoch in range(epochs):
@@ -149,7 +152,7 @@ def train(net: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch
             if dsa is not None:
                 xb = dsa(xb, augment)
             with autocast(precision, device):
-                logits = net(xb)
+                logits = forward(xb)
             loss = F.cross_entropy(logits if precision == "fp32" else logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

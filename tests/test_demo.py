@@ -33,6 +33,18 @@ def test_failed_notebook_stops_the_demo_naming_cell_and_error(tmp_path):
     assert not (tmp_path / "out" / "notebooks" / "02_never.ipynb").exists()
 
 
+def test_notebook_02_runs_again_at_ipc_10_beside_ipc_1(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    params = "SMOKE = False\nOUT_DIR = ''\nRUNS_DIR = ''\nINTERACTIVE = True\nIPC = 1"
+    _notebook(folder / "02_trajectory_matching.ipynb", [params, "print('ipc', IPC)"])
+    timings = demo.run_demo(tmp_path / "out", tmp_path / "runs", smoke=True, folder=folder)
+    assert [name for name, _ in timings] == ["02_trajectory_matching.ipynb", "02_trajectory_matching-ipc10.ipynb"]
+    for name, ipc in (("02_trajectory_matching.ipynb", 1), ("02_trajectory_matching-ipc10.ipynb", 10)):
+        printed = nbformat.read(tmp_path / "out" / "notebooks" / name, as_version=4).cells[-1].outputs[0]["text"]
+        assert printed.strip() == f"ipc {ipc}"
+
+
 def test_report_shows_figures_with_captions_and_the_accuracy_table(tmp_path):
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)

@@ -20,6 +20,7 @@ from mttlib import cli, matching
 from mttlib.augment import DSA
 from mttlib.data import ImageData, load_dataset
 from mttlib.distill import DistillConfig, Distiller
+from mttlib.experts import ExpertConfig
 from mttlib.models import FunctionalModel, make_model
 from mttlib.train import autocast, check_precision, train
 from mttlib.trajectory import Trajectory
@@ -156,6 +157,30 @@ def test_bf16_training_keeps_float32_parameters_and_optimiser_state():
     start = FunctionalModel(tiny_net()).flatten()
     assert not torch.equal(finals["bf16"], finals["fp32"])
     assert cosine(finals["bf16"] - start, finals["fp32"] - start) > 0.9
+
+
+def test_compiled_training_matches_eager_training_up_to_rounding():
+    """``compile=True`` fuses kernels (the sums run in another order) but trains the same network."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, SIZE, SIZE, generator=g), torch.randint(0, CLASSES, (40,), generator=g)
+    finals, starts = {}, {}
+    for compile in (False, True):
+        net = tiny_net()
+        starts[compile] = torch.cat([p.detach().flatten() for p in net.parameters()])
+        history = train(net, x, y, epochs=2, lr=0.05, batch_size=16, momentum=0.9,  # 16, 16, 8: two batch sizes
+                        shuffle=torch.Generator().manual_seed(3), compile=compile)
+        assert all(torch.isfinite(torch.tensor(history.train_loss)))
+        finals[compile] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert torch.equal(starts[False], starts[True])
+    moved = (finals[False] - starts[False]).abs().max()
+    assert moved > 1e-2 and (finals[True] - finals[False]).abs().max() < 1e-4 * max(1.0, float(moved))
+
+
+def test_compile_is_how_to_run_not_what_an_expert_is():
+    plain, compiled = ExpertConfig(dataset="cifar10-mini", model="convnet"), \
+        ExpertConfig(dataset="cifar10-mini", model="convnet", compile=True)
+    assert compiled.compile and plain.to_dict() == compiled.to_dict()  # same record, same folder
+    assert "compile" not in plain.to_dict() and "precision" not in plain.to_dict()
 
 
 def fake_run(precision: str, device: str = "cpu") -> Distiller:

@@ -299,6 +299,55 @@ def test_crop_transform_takes_one_toroidal_crop_per_canvas():
     assert torch.equal(rolled[0], torch.roll(image[0], (-r, -c), (1, 2)))
 
 
+# --- recognisability: crops classified by a network trained on real images ----------------------
+
+
+class Answers:
+    """A stand-in network over ``classes`` classes: ``rule(crop) -> class``; it keeps every batch it saw."""
+
+    def __init__(self, rule, classes: int = 10):
+        self.rule, self.classes, self.seen = rule, classes, []
+
+    def __call__(self, x):
+        self.seen.append(x.clone())
+        return torch.nn.functional.one_hot(torch.tensor([self.rule(crop) for crop in x]), self.classes).float()
+
+
+def test_crop_recognition_of_a_network_that_always_answers_one_class():
+    canvases, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+    net = Answers(lambda crop: 1)
+    acc = texture.crop_recognition(net, canvases, labels, IMAGE, crops=7, batch=5)
+    assert acc == {0: 0.0, 1: 1.0, 2: 0.0}
+    seen = torch.cat(net.seen)
+    assert seen.shape == (4 * 7, 3, IMAGE, IMAGE) and max(len(b) for b in net.seen) == 5  # crops in batches
+
+
+def test_crop_recognition_takes_random_crops_with_wrap_around():
+    canvas = torch.zeros(1, 3, 16, 16)
+    canvas[:, :, 0], canvas[:, :, -1] = 1.0, -1.0  # only a crop that wraps over the bottom border sees both
+    net = Answers(lambda crop: 0 if crop.max() > 0 and crop.min() < 0 else 1)
+    acc = texture.crop_recognition(net, canvas, torch.tensor([0]), IMAGE, crops=2000,
+                                   generator=torch.Generator().manual_seed(3))
+    assert abs(acc[0] - 7 / 16) < 0.05  # top rows 9..15 of 16: the crop runs over the border
+    offsets = random_offsets(2000, 16, torch.Generator().manual_seed(3))  # the same draws: uniform toroidal crops
+    assert torch.equal(torch.cat(net.seen), toroidal_crop(canvas, offsets, IMAGE, index=torch.zeros(2000).long()))
+
+
+def test_expert_classifier_averages_the_experts_final_networks():
+    from mttlib.models import FunctionalModel, make_model
+
+    data = tiny_data()
+    experts = tiny_experts(data, num=2)
+    x = data.preprocess(data.train_images)
+    probs = texture.expert_classifier(experts, data)(x)
+    nets = [make_model("convnet", 3, 3, IMAGE, **TINY_MODEL) for _ in experts]
+    for net, traj in zip(nets, experts):
+        FunctionalModel(net).load_(traj[-1])
+    expected = torch.stack([net(x).softmax(1) for net in nets]).mean(0)
+    assert probs.shape == (len(x), 3) and torch.allclose(probs, expected, atol=1e-6)
+    assert not torch.allclose(probs, nets[0](x).softmax(1), atol=1e-3)  # both experts count
+
+
 # --- export --------------------------------------------------------------------------------------
 
 
