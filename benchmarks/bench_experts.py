@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--train-images", type=int, default=None, help="use only the first N train images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variants", default="", help="comma-separated extra mttlib sides: bf16, compile, "
+                        "compile+bf16 (ExpertConfig.precision / .compile); each is warmed up once before timing")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -120,7 +122,24 @@ def main() -> None:
     def run_plain() -> None:
         finals["plain"] = plain_loop(data, config, device, evaluate=True)
 
-    sides = {"mttlib": run_mttlib,
+    def variant(name: str):
+        changes = {"precision": "bf16"} if "bf16" in name else {}
+        changes.update({"compile": True} if "compile" in name else {})
+
+        def run() -> None:
+            with tempfile.TemporaryDirectory() as out:
+                path, = train_experts(data, config.replace(**changes), 1, out, device=device, progress=False)
+                _sync(device)
+                finals[f"mttlib_{name}"] = load_trajectory(path)[-1]
+        return run
+
+    extra = {f"mttlib_{v}": variant(v) for v in filter(None, args.variants.split(","))}
+    warmup_s = {}
+    for name, run in extra.items():  # a compiled side pays its compilation here, once per process
+        began = time.perf_counter()
+        run()
+        warmup_s[name] = round(time.perf_counter() - began, 1)
+    sides = {**extra, "mttlib": run_mttlib,
              "plain": run_plain,
              "plain_train_only": lambda: plain_loop(data, config, device, evaluate=False)}
     plain_loop(subset(data, 2 * args.batch_size), config.replace(epochs=1), device, True)  # warm-up
@@ -157,6 +176,9 @@ def main() -> None:
         "cpu_seconds_runs": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
         "cpu_seconds_median": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
         "ratio_mttlib_to_plain": round(median["mttlib"] / median["plain"], 3),
+        "ratio_to_mttlib": {k: round(median[k] / median["mttlib"], 3) for k in extra},
+        "max_abs_diff_to_mttlib": {k: float((finals[k] - finals["mttlib"]).abs().max()) for k in extra},
+        "warmup_s": warmup_s,
         "cpu_ratio_plain_to_mttlib": round(statistics.median(cpu["plain"]) / statistics.median(cpu["mttlib"]), 3),
         "ratio_mttlib_to_plain_train_only": round(median["mttlib"] / median["plain_train_only"], 3),
         "target": "ratio_mttlib_to_plain >= 0.9",
