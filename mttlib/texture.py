@@ -28,9 +28,9 @@ from mttlib.run import DistillResult, distill
 from mttlib.trajectory import Trajectory
 
 __all__ = ["random_offsets", "toroidal_crop", "tile", "seam_ratio", "seam_score", "check_texture_data",
-           "class_indices", "init_canvases", "TextureBatchSource", "TEXTURE_PRESET_CHANGES", "texture_config",
-           "distill_textures", "load_textures", "crop_transform", "class_subset", "expert_classifier", "crop_recognition",
-           "export_pngs", "StoredPixels"]
+           "class_indices", "init_canvases", "crossfade", "TextureBatchSource", "TEXTURE_PRESET_CHANGES",
+           "texture_config", "distill_textures", "load_textures", "crop_transform", "class_subset",
+           "expert_classifier", "crop_recognition", "export_pngs", "StoredPixels"]
 
 Size = int | tuple[int, int]
 _NO_ZCA = "texture mode cannot use ZCA (no inverse for a larger canvas); use zca=False and experts trained without ZCA"
@@ -129,7 +129,8 @@ def init_canvases(data: ImageData, per_class: int, canvas_size: int = 2, init: s
     """Starting canvases ``[K * per_class, C, S, S]`` (``S = canvas_size * image_size``) and labels.
 
     Class by class (``classes``, default all), normalised. ``init="noise"``: normal pixels; ``"real"``: a
-    grid of different training images of the class. Taught in notebook ``04_tileable_textures``."""
+    grid of different training images of the class (the reference code's default); ``"mosaic"`` (not in the
+    paper): that grid made seamless by :func:`crossfade`. Taught in notebook ``04_tileable_textures``."""
     check_texture_data(data)
     if per_class < 1 or int(canvas_size) != canvas_size or canvas_size < 1:
         raise ValueError(f"per_class and canvas_size must be positive integers, got {per_class} and {canvas_size}")
@@ -138,8 +139,8 @@ def init_canvases(data: ImageData, per_class: int, canvas_size: int = 2, init: s
     labels = torch.tensor(wanted, dtype=torch.long).repeat_interleave(per_class)
     if init == "noise":
         return torch.randn(n, c, side, side, generator=generator).to(device or "cpu"), labels.to(device or "cpu")
-    if init != "real":
-        raise ValueError(f"unknown init {init!r}; use 'noise' or 'real'")
+    if init not in ("real", "mosaic"):
+        raise ValueError(f"unknown init {init!r}; use 'noise', 'real' or 'mosaic'")
     chosen = []
     for cls in wanted:
         pool = (data.train_labels.cpu() == cls).nonzero().flatten()
@@ -152,7 +153,15 @@ def init_canvases(data: ImageData, per_class: int, canvas_size: int = 2, init: s
             chosen += [pool[torch.randperm(len(pool), generator=generator)[:s * s]] for _ in range(per_class)]
     images = data.preprocess(data.train_images[torch.cat(chosen)], device=device)  # [n * s * s, C, h, h]
     canvases = images.view(n, s, s, c, h, h).permute(0, 3, 1, 4, 2, 5).reshape(n, c, side, side).contiguous()
-    return canvases, labels.to(canvases.device)
+    return (crossfade(canvases, h) if init == "mosaic" else canvases), labels.to(canvases.device)
+
+
+def crossfade(canvases: Tensor, side: int) -> Tensor:
+    """A grid of ``side``-px photos ``[N, C, S, S]`` without seams (not in the paper): along each axis in turn,
+    a copy shifted by half a photo covers the photo borders and fades out towards the centres (weight ``sin²``)."""
+    w = torch.sin(math.pi * (torch.arange(canvases.shape[-1], device=canvases.device) % side + 0.5) / side) ** 2
+    x = w * canvases + (1 - w) * canvases.roll(side // 2, -1)
+    return w[:, None] * x + (1 - w[:, None]) * x.roll(side // 2, -2)
 
 
 # --- the batch source of texture mode ----------------------------------------------------------
@@ -210,11 +219,12 @@ class TextureBatchSource:
 # --- the texture-mode run ----------------------------------------------------------------------
 _RESUME_KEYS = ("canvas_size", "canvas_samples", "classes", "init", "wrap")  # a resumed run must keep these
 
-# Canvases start as noise (real photos take long to lose their borders), so syn_lr's gradient is large at first
-# and classroom's lr_lr 1e-6 turned it negative; a large pixel step lets smoke's 8 iterations tell the control apart.
+# With four classes and wrapped crops the first student steps overshoot, and classroom's lr_lr 1e-6 turned syn_lr
+# negative. Classroom: 200 iterations at lr_img 300 kept the photos of a mosaic start readable (notebook 04 has the
+# measurements). Smoke: a large pixel step lets its 8 iterations tell the control apart.
 TEXTURE_PRESET_CHANGES: dict[str, dict[str, Any]] = {
-    "classroom": {"syn_steps": 10, "lr_img": 1000.0, "lr_lr": 1e-7, "iterations": 100},
-    "smoke": {"lr_img": 10000.0, "lr_lr": 1e-7, "iterations": 8}, "paper": {}}
+    "classroom": {"syn_steps": 10, "lr_img": 300.0, "lr_lr": 1e-7, "iterations": 200},
+    "smoke": {"lr_img": 3000.0, "lr_lr": 1e-7, "iterations": 8}, "paper": {}}
 
 
 def texture_config(dataset: str, ipc: int = 1, preset: str = "classroom", **overrides: Any) -> DistillConfig:
@@ -237,12 +247,13 @@ def distill_textures(data: ImageData, experts: Sequence[Any], out_dir: str | Pat
 
     Only the batches differ from normal mode (:class:`TextureBatchSource`). ``config`` defaults to
     :func:`texture_config` ``(data.name, ipc, preset)``; ``overrides`` (``iterations``, ``seed``, ...) apply either
-    way. ``init``: ``"noise"`` or ``"real"``; ``wrap=False``: the control. The settings go to ``config.json``
-    (``"texture"``); ``resume`` refuses others. Taught in notebook ``04_tileable_textures``."""
+    way. ``init``: ``"noise"``, ``"real"`` or ``"mosaic"`` (:func:`init_canvases`); ``wrap=False``: the control.
+    The settings go to ``config.json`` (``"texture"``); ``resume`` refuses others. Taught in notebook
+    ``04_tileable_textures``."""
     check_texture_data(data)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = (texture_config(data.name, ipc, preset, **overrides) if config is None
-              else config.replace(**overrides)).replace(init=init)
+              else config.replace(**overrides)).replace(init="real" if init == "mosaic" else init)
     if config.zca:
         raise ValueError(_NO_ZCA)
     wanted = class_indices(data, classes)

@@ -269,6 +269,31 @@ def test_real_init_fills_tiles_with_real_images_of_the_class():
         assert len(set(found)) == 4, "the tiles of a canvas are different images"
 
 
+def test_crossfade_hides_the_seams_of_a_photo_grid():
+    side = 16
+    tiles = torch.tensor([[-1.0, 1.0], [0.5, -0.5]])  # a 2 x 2 grid of flat "photos": only jumps at their borders
+    grid = tiles.repeat_interleave(side, 0).repeat_interleave(side, 1).expand(2, 3, -1, -1)
+    faded = texture.crossfade(grid, side)
+
+    def largest_step(x):  # between neighbours, the wrap-around border included, along both axes
+        return max(float((x.roll(1, axis) - x).abs().max()) for axis in (-1, -2))
+
+    assert faded.shape == grid.shape and largest_step(grid) == 2.0
+    assert largest_step(faded) < 2.0 * math.pi / side  # a gentle slope everywhere: no jump, inside or at the border
+    centre = faded[0, 0, side // 2::side, side // 2::side]
+    assert torch.allclose(centre, tiles, atol=0.05)  # each photo keeps its centre
+
+
+def test_mosaic_init_is_the_real_grid_crossfaded():
+    data = tiny_data()
+    real, labels = init_canvases(data, 1, 2, "real", torch.Generator().manual_seed(4), classes=[1, 2])
+    mosaic, same = init_canvases(data, 1, 2, "mosaic", torch.Generator().manual_seed(4), classes=[1, 2])
+    assert torch.equal(same, labels) and torch.allclose(mosaic, texture.crossfade(real, IMAGE))
+    assert not torch.allclose(mosaic, real)
+    with pytest.raises(ValueError, match="mosaic"):
+        init_canvases(data, 1, 2, "photos")
+
+
 def test_real_init_needs_enough_images():
     with pytest.raises(ValueError, match="smaller canvas_size"):
         init_canvases(tiny_data(per_class=3), per_class=1, canvas_size=2, init="real")
