@@ -79,13 +79,18 @@ def _start_folder(run: Distiller, out: Path, resume: bool, data: ImageData, expe
     if ckpt.exists() and not resume:
         raise FileExistsError(f"{out} already holds a distillation run (checkpoint.pt). Pass resume=True "
                               "(--resume) to continue it, or choose another output folder.")
+    made_from = json.loads(json.dumps({"count": len(experts), "epochs": [t.epochs for t in experts],
+                                       "config": experts[0].meta.get("config")}))  # as config.json holds it
     if resume and ckpt.exists():
         state = safe_load(ckpt)
         _check_resumable(state["config"], run.config, ckpt)
+        saved = json.loads((out / "config.json").read_text()).get("experts") if (out / "config.json").exists() else None
+        if saved is not None and saved != made_from:
+            raise ValueError(f"cannot resume {ckpt}: the run was made from other experts ({saved['count']} of "
+                             f"{saved['epochs'][0]} epochs, now {len(experts)} of {experts[0].epochs}, or another "
+                             "expert recipe). Resume with the same experts, or start a new run in another folder.")
         run.load_state_dict(state)
-    record = {"config": run.config.to_dict(), "data": data.describe(),
-              "experts": {"count": len(experts), "epochs": [t.epochs for t in experts],
-                          "config": experts[0].meta.get("config")},
+    record = {"config": run.config.to_dict(), "data": data.describe(), "experts": made_from,
               "seeds": {**run_seeds(run.config.seed), "seed": run.config.seed}, "device": str(run.device),
               "strategy": run.strategy, "batch_source": repr(run.source), **(extra_config or {}),
               "versions": {"mttlib": __version__, "torch": torch.__version__, "python": platform.python_version()}}

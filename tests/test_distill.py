@@ -304,6 +304,15 @@ def test_resume_after_a_crash_is_bit_for_bit(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["resumed_from_iteration"] == 2
 
 
+def test_resume_refuses_a_run_made_from_other_experts(tmp_path):
+    data = fake_data()
+    cfg = config(iterations=4, checkpoint_every=2)
+    run.distill(cfg.replace(iterations=2), fake_experts(epochs=4), data, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="made from other experts \\(2 of 4 epochs, now 2 of 5"):
+        run.distill(cfg, fake_experts(epochs=5), data, tmp_path, progress=False, resume=True)
+    assert len(run.distill(cfg, fake_experts(epochs=4), data, tmp_path, progress=False, resume=True).metrics) == 4
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     data = fake_data()
     experts = fake_experts(norm="none")  # without normalisation huge pixels reach the logits
