@@ -251,8 +251,7 @@ def _texture_export(args: argparse.Namespace) -> int:
     if args.dataset is None and all(k in meta for k in ("mean", "std", "classes")):
         pixels, classes = texture.StoredPixels(meta["mean"], meta["std"]), list(meta["classes"])
     else:
-        _need(args.dataset or config.get("dataset"), f"{args.set} does not say which dataset it comes from; pass "
-              "--dataset NAME")
+        _need(args.dataset or config.get("dataset"), f"{args.set} does not name its dataset; pass --dataset NAME")
         pixels = load_dataset(args.dataset or config["dataset"], args.data_root, zca=False)
         classes = list(pixels.classes)
     where = Path(args.set)
@@ -363,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_flags(t, "textures")
     t.add_argument("--classes", default=None, help="comma-separated class indices or names (default: all)")
     t.add_argument("--canvas-size", type=int, default=2, help="canvas side in image sides (default 2)")
-    t.add_argument("--canvas-samples", type=int, default=1, help="random crops per canvas per step (default 1)")
-    t.add_argument("--init", choices=("noise", "real"), default="noise", help="starting canvases (default noise)")
+    t.add_argument("--canvas-samples", type=int, default=1, help="random crops per canvas per step")
+    t.add_argument("--init", choices=("mosaic", "real", "noise"), default="mosaic",
+                   help="starting canvases: mosaic (photos cross-faded, not in the paper; default), real or noise")
     t.add_argument("--no-wrap", action="store_true", help="control run: crops stay inside the canvas")
     add_config_flags(t, distill.DistillConfig, skip=("dataset", "ipc", "preset", "zca", "init"),
                      title="overrides of the preset (DistillConfig fields)")

@@ -87,8 +87,8 @@ def evaluate_full_data(data: ImageData, *, epochs: int, patience: int | None = N
         result.config.update(baseline="full", patience=patience)
         return result
 
-    fields = {**{f.name: getattr(r, f.name) for f in dataclasses.fields(r)}, "progress": None,
-              "device": str(pick_device(r.device)), "patience": patience}
+    fields = {**{f.name: getattr(r, f.name) for f in dataclasses.fields(r)}, "progress": None, "compile": None,
+              "device": str(pick_device(r.device)), "patience": patience}  # compiled or not: the same training
     try:
         key = json.dumps(["full-data-v1", data.describe(), fields], sort_keys=True)
     except TypeError:  # objects have no stable description

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import math
+import os
+import shutil
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -21,7 +25,7 @@ from torch import Tensor, nn
 from mttlib.augment import DSA
 
 __all__ = ["PRECISIONS", "pick_device", "derive_seed", "seeded", "check_precision", "autocast", "accuracy", "History",
-           "train"]
+           "can_compile", "train"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -82,6 +86,17 @@ def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractC
 
 
 @torch.no_grad()
+def can_compile(device: str | torch.device | None = "auto") -> bool:
+    """Whether ``train(..., compile=True)`` can build its kernels here: a C++ compiler on the CPU (``$CXX``,
+    ``g++``, ``c++`` or ``clang++``; not Windows), Triton on CUDA. Other devices: False."""
+    device = pick_device(device)
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    if device.type != "cpu" or sys.platform == "win32":
+        return False
+    return any(shutil.which(c) for c in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")))
+
+
 def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``net`` on ``(x, y)`` in eval mode, no augmentation."""
     was_training = net.training

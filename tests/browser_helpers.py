@@ -240,6 +240,15 @@ def lab_session(tmp_path: Path, notebook: str, **params) -> Iterator["LabPage"]:
             server.stop()
 
 
+@contextmanager
+def smoke_session(tmp_path: Path, notebook: str) -> Iterator["LabPage"]:
+    """:func:`lab_session` for ``notebook`` at smoke size with its widgets on, writing its figures and
+    runs under ``tmp_path``: what a learner gets from Run All with ``SMOKE = True``."""
+    with lab_session(tmp_path, notebook, SMOKE=True, INTERACTIVE=True, OUT_DIR=str(tmp_path / "outputs"),
+                     RUNS_DIR=str(tmp_path / "runs")) as page:
+        yield page
+
+
 @dataclass
 class LabPage:
     """One notebook in a JupyterLab page: the server, the browser, and the notebook's file on disk."""

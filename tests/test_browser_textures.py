@@ -28,8 +28,7 @@ REDRAW_TIMEOUT_S = 60
 @pytest.fixture
 def page(tmp_path):
     """Notebook 04 at smoke size, widget on, in a private JupyterLab page."""
-    with bh.lab_session(tmp_path, NOTEBOOK, SMOKE=True, INTERACTIVE=True, OUT_DIR=str(tmp_path / "outputs"),
-                        RUNS_DIR=str(tmp_path / "runs")) as lab_page:
+    with bh.smoke_session(tmp_path, NOTEBOOK) as lab_page:
         yield lab_page
 
 

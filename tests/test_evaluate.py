@@ -331,6 +331,8 @@ def test_full_data_result_is_cached_for_the_same_recipe(data: ImageData, tmp_pat
     again = ranking.evaluate_full_data(data, **kwargs)
     assert len(seen) == 1, "the cached result is reused, nothing is trained"
     assert again.to_dict(runs=True) == first.to_dict(runs=True)
+    ranking.evaluate_full_data(data, **{**kwargs, "compile": True})  # how to run, not what: still cached
+    assert len(seen) == 1
     ranking.evaluate_full_data(data, **{**kwargs, "patience": None})  # another recipe trains again
     assert len(seen) == 2
     ranking.evaluate_full_data(data, **{**kwargs, "dsa": DSA()})

@@ -183,6 +183,17 @@ def test_compile_is_how_to_run_not_what_an_expert_is():
     assert "compile" not in plain.to_dict() and "precision" not in plain.to_dict()
 
 
+def test_can_compile_needs_a_cpp_compiler_on_the_cpu(monkeypatch):
+    from mttlib import train as T
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    assert not T.can_compile("cpu")
+    monkeypatch.setattr(T.shutil, "which", lambda name: "/usr/bin/c++" if name == "c++" else None)
+    assert T.can_compile("cpu")
+    monkeypatch.setattr(T.sys, "platform", "win32")  # inductor wants MSVC there: the kit does not try
+    assert not T.can_compile("cpu")
+
+
 def fake_run(precision: str, device: str = "cpu") -> Distiller:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
