@@ -10,6 +10,11 @@ One JSON object per line on stdout::
 
     python benchmarks/bench_distill.py                      # ipc 1 and 10, 10/20/40 steps, both strategies, + ipc 50
     python benchmarks/bench_distill.py --ipc 10 --steps 20 --strategies recompute --iters 1
+    python benchmarks/bench_distill.py --ipc 10 --steps 10 20 --no-ipc50 --reference ../mtt-distillation
+
+``--reference DIR`` (a checkout of github.com/GeorgeCazenavette/mtt-distillation) adds the strategy
+``reference``: the reference's own inner loop, modules and augmentation on the same shapes, in its own
+process, so the three sides are measured side by side in one run.
 
 Fields: ``strategy``, ``ipc``, ``syn_steps``, ``width``, ``s_per_iter`` (median over the timed
 iterations), ``s_min``, ``cpu_s_per_iter`` (process CPU time, all threads), ``peak_rss_mb`` (whole
@@ -113,6 +118,82 @@ def child(spec: dict) -> dict:
             "torch": torch.__version__}
 
 
+def _import_reference(folder: str):
+    """The reference implementation's ConvNet, ReparamModule, DiffAugment and ParamDiffAug from a checkout of
+    github.com/GeorgeCazenavette/mtt-distillation. Its ``utils`` imports kornia and scipy at the top for code an
+    iteration never runs (ZCA, rotation on the CPU data path); where they are missing, empty stand-ins let the import
+    succeed, and an iteration that touched them would fail loudly."""
+    import importlib
+    import types
+
+    for name in ("kornia", "scipy", "scipy.ndimage", "scipy.ndimage.interpolation"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.modules[name] = types.ModuleType(name)
+    sys.modules["scipy.ndimage.interpolation"].__dict__.setdefault("rotate", None)
+    sys.path.insert(0, os.path.abspath(folder))
+    networks, reparam, utils = (importlib.import_module(m) for m in ("networks", "reparam_module", "utils"))
+    return networks.ConvNet, reparam.ReparamModule, utils.DiffAugment, utils.ParamDiffAug
+
+
+def reference_child(spec: dict) -> dict:
+    """One configuration through the reference's inner loop, as its ``distill.py`` runs it: a ``ReparamModule``
+    student, a list of flat parameter vectors, ``DiffAugment`` with its own random draws, the normalised matching
+    loss, ``backward`` and SGD with momentum 0.5 on the pixels and ``syn_lr``. Same shapes as :func:`child`."""
+    import torch
+    import torch.nn.functional as F
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    ConvNet, ReparamModule, DiffAugment, ParamDiffAug = _import_reference(spec["reference"])
+    torch.manual_seed(0)
+    classes, size, width, n = 10, 32, spec["width"], 10 * spec["ipc"]
+    net = ConvNet(channel=3, num_classes=classes, net_width=width, net_depth=3, net_act="relu",
+                  net_norm="instancenorm", net_pooling="avgpooling", im_size=(size, size))
+    start = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    student_net = ReparamModule(net)  # takes the parameters out of net
+    target = start + 0.01 * torch.randn_like(start)
+    num_params = start.numel()
+    images = torch.randn(n, 3, size, size).requires_grad_(True)
+    labels = torch.arange(classes).repeat_interleave(spec["ipc"])
+    syn_lr = torch.tensor(0.01).requires_grad_(True)
+    opt_img = torch.optim.SGD([images], lr=100.0, momentum=0.5)
+    opt_lr = torch.optim.SGD([syn_lr], lr=1e-7, momentum=0.5)
+    param = ParamDiffAug()
+    strategy = "color_crop_cutout_flip_scale_rotate"
+
+    def iteration() -> None:
+        params = [start.clone().requires_grad_(True)]
+        for _ in range(spec["syn_steps"]):  # batch_syn = every image, as the kit's side
+            x = DiffAugment(images, strategy, param=param)
+            ce = F.cross_entropy(student_net(x, flat_param=params[-1]), labels)
+            grad = torch.autograd.grad(ce, params[-1], create_graph=True)[0]
+            params.append(params[-1] - syn_lr * grad)
+        loss = F.mse_loss(params[-1], target, reduction="sum") / num_params
+        loss = loss / (F.mse_loss(start, target, reduction="sum") / num_params)
+        opt_img.zero_grad()
+        opt_lr.zero_grad()
+        loss.backward()
+        opt_img.step()
+        opt_lr.step()
+
+    iteration()  # warm-up, as the kit's side
+    baseline = _rss_mb()
+    load_before = os.getloadavg()[0]
+    times, cpu = [], []
+    for _ in range(spec["iters"]):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        iteration()
+        times.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    return {"strategy": "reference", "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
+            "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
+            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2), "torch": torch.__version__}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
@@ -126,15 +207,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="as `python -m mttlib distill` does on the CPU: glibc keeps freed memory (fewer page faults)")
     p.add_argument("--no-ipc50", action="store_true", help="skip CIFAR-10 ipc 50, 30 steps, recompute, 1 iteration")
     p.add_argument("--device", default=None)
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="a checkout of the reference implementation: its inner loop runs as the strategy 'reference'")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))), flush=True)
+        spec = json.loads(args.child)
+        print(json.dumps(reference_child(spec) if spec["strategy"] == "reference" else child(spec)), flush=True)
         return 0
+    strategies = args.strategies + (["reference"] if args.reference and "reference" not in args.strategies else [])
+    if "reference" in strategies and not args.reference:
+        p.error("the strategy 'reference' needs --reference DIR (a checkout of the reference implementation)")
     specs = [dict(ipc=ipc, syn_steps=steps, strategy=strategy, width=args.width,
                   iters=args.iters or (3 if ipc == 1 else 2), device=args.device, threads=args.threads,
-                  keep_freed_memory=args.keep_freed_memory)
-             for ipc in args.ipc for steps in args.steps for strategy in args.strategies]
+                  keep_freed_memory=args.keep_freed_memory, reference=args.reference)
+             for ipc in args.ipc for steps in args.steps for strategy in strategies]
     if not args.no_ipc50:
         specs.append(dict(ipc=50, syn_steps=30, strategy="recompute", width=args.width, iters=1, device=args.device,
                           threads=args.threads, keep_freed_memory=args.keep_freed_memory))
