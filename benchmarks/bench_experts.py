@@ -8,6 +8,8 @@ DSA augmentation, batch size and SGD recipe; the plain side is the textbook loop
 
     python benchmarks/bench_experts.py                  # cifar10-mini, ConvNet width 32, 1 epoch x 3 repeats
     python benchmarks/bench_experts.py --width 128 --epochs 2 --device cuda
+    python benchmarks/bench_experts.py --variants bf16,compile     # + bfloat16 autocast and torch.compile sides
+    python benchmarks/bench_experts.py --eval-ipc 10 --repeats 3    # the evaluation recipe, eager vs compiled
 
 Prints one JSON object: images/s per side (median and every repeat) and the ratio
 ``mttlib / plain``; the target is a ratio of at least 0.9.
@@ -91,6 +93,31 @@ def plain_loop(data: ImageData, config: ExpertConfig, device: torch.device, eval
     return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
 
 
+def time_evaluation(args: argparse.Namespace) -> dict:
+    """The evaluation recipe (``mttlib.evaluate.evaluate_set``: 300 epochs, one network) on ``args.eval_ipc``
+    random real images per class, eager against ``compile=True``, rotating the order every repeat."""
+    from mttlib.evaluate import evaluate_set, random_real_subset
+
+    data = load_dataset(args.dataset)
+    x, y = random_real_subset(data, args.eval_ipc, seed=0)
+    recipe = dict(num_runs=1, lr=0.01, epochs=300, model=args.model, model_kwargs={"width": args.width},
+                  progress=False, device=args.device)
+    seconds: dict[str, list[float]] = {"eager": [], "compile": []}
+    accuracy = {}
+    for name in seconds:  # warm-up: kernels, and the compiled side's compilation
+        evaluate_set(x, y, data, compile=name == "compile", **recipe)
+    for r in range(args.repeats):
+        for name in (list(seconds) if r % 2 == 0 else list(seconds)[::-1]):
+            began = time.perf_counter()
+            accuracy[name] = evaluate_set(x, y, data, compile=name == "compile", **recipe).mean
+            seconds[name].append(round(time.perf_counter() - began, 2))
+    median = {k: statistics.median(v) for k, v in seconds.items()}
+    return {"what": "evaluate_set, 300 epochs, 1 network", "images": len(x), "width": args.width,
+            "cpu_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "seconds": seconds,
+            "ratio_compile_speed": round(median["eager"] / median["compile"], 3),
+            "accuracy": {k: round(v, 4) for k, v in accuracy.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="cifar10-mini")
@@ -103,7 +130,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", default="", help="comma-separated extra mttlib sides: bf16, compile, "
                         "compile+bf16 (ExpertConfig.precision / .compile); each is warmed up once before timing")
+    parser.add_argument("--eval-ipc", type=int, default=0, help="also time the evaluation recipe (300 epochs on "
+                        "N random real images per class) eager against compiled, each warmed up once")
     args = parser.parse_args()
+    if args.eval_ipc:
+        print(json.dumps(time_evaluation(args), indent=2))
+        return
 
     device = torch.device(args.device)
     data = subset(load_dataset(args.dataset), args.train_images)
