@@ -33,10 +33,10 @@ USER_ERRORS = (OSError, ValueError, KeyError, CorruptFileError, distill.Distilla
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), *,
                      aliases: dict[str, tuple[str, ...]] | None = None, title: str = "configuration",
-                     unset: str = "the preset's") -> None:
+                     unset: str = "the preset's", note: str | None = None) -> None:
     """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans), dest = the field, left at None when
-    not given: the value comes from elsewhere (``unset`` says where)."""
-    group = parser.add_argument_group(title)
+    not given: the value comes from elsewhere (``unset`` says where, ``note`` adds more, once for the group)."""
+    group = parser.add_argument_group(title, note)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name.isupper():
@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="convnet", help="comma-separated architectures, e.g. convnet,alexnet,vgg11")
     add_config_flags(p, evaluate.Recipe, skip=("model", "device", "dsa", "train_transform", "eval_on", "progress"),
                      aliases={"num_runs": ("--runs",)}, title="the recipe (Recipe fields)",
-                     unset="the paper's; lr: the set's syn_lr or 0.01; --baseline full: at most 40 epochs, "
-                           "lr x0.1 for 5 more after a 5-epoch plateau, 1 run")
+                     unset="the paper's", note="Defaults: the paper's recipe; lr: the set's syn_lr or 0.01; --baseline "
+                     "full: at most 40 epochs, lr x0.1 for 5 more after a 5-epoch plateau, 1 run.")
     p.add_argument("--soft-labels", action="store_true", help="also evaluate with the set's soft labels")
     p.add_argument("--ema", action="store_true", help="evaluate the set's moving average of the images")
     p.add_argument("--json", action="store_true", help="print one JSON line with every result")
