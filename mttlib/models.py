@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mttlib.zoo import (ACTIVATIONS, MLP, NORMS, POOLINGS, VGG11, AlexNet, LeNet, ResNet18, activation_layer,
-                        conv_size, norm_layer, size_error)
+from mttlib.zoo import (ACTIVATIONS, MLP, NORMS, POOLINGS, VGG11, AlexNet, AvgPool2x2, LeNet, ResNet18,
+                        activation_layer, conv_size, norm_layer, size_error)
 
 __all__ = ["MODEL_NAMES", "NORMS", "ACTIVATIONS", "POOLINGS", "ConvNet", "make_model", "parameter_count",
            "FunctionalModel"]
@@ -54,7 +54,7 @@ class ConvNet(nn.Module):
                 layers.append(norm_layer(norm, width))
             layers.append(activation_layer(activation))
             if pooling != "none":
-                layers.append(nn.AvgPool2d(2, 2) if pooling == "avgpooling" else nn.MaxPool2d(2, 2))
+                layers.append(AvgPool2x2() if pooling == "avgpooling" else nn.MaxPool2d(2, 2))
                 size //= 2
         self.features = nn.Sequential(*layers)
         self.feature_shape = (width, size, size)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mttlib.models import MODEL_NAMES, FunctionalModel, make_model, parameter_count
+from mttlib.zoo import AvgPool2x2
 
 SIZES = (28, 32, 64, 128)
 TAKES_WIDTH = {n for n in MODEL_NAMES if n not in ("lenet",)}
@@ -105,10 +106,27 @@ def test_default_convnet_structure(image_size, depth):
         assert (pool.kernel_size, pool.stride) == (2, 2)
     # conv -> norm -> activation -> pooling, in that order
     kinds = [type(m) for m in model.features]
-    assert kinds[:4] == [nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.AvgPool2d]
+    assert kinds[:4] == [nn.Conv2d, nn.GroupNorm, nn.ReLU, AvgPool2x2]  # AvgPool2d(2, 2), computed by pair sums
     # the feature map always ends at 4x4 with these depths
     linear = layers_of(model, nn.Linear)
     assert len(linear) == 1 and linear[0].in_features == 128 * 4 * 4
+
+
+def test_pair_sum_pooling_is_avg_pool2d_with_its_gradients_in_float64():
+    import torch.nn.functional as F
+    from torch.autograd import gradcheck, gradgradcheck
+
+    pool = AvgPool2x2()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 8, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(pool(x), F.avg_pool2d(x, 2, 2), rtol=0, atol=1e-15)
+    assert gradcheck(pool, (x,)) and gradgradcheck(pool, (x,))  # the student's double backward goes through it
+    (ours,) = torch.autograd.grad(pool(x).square().sum(), x, create_graph=True)
+    (theirs,) = torch.autograd.grad(F.avg_pool2d(x, 2, 2).square().sum(), x, create_graph=True)
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-15)
+    for odd in (torch.randn(2, 3, 7, 6, generator=g), torch.randn(2, 3, 8, 8, generator=g).contiguous(
+            memory_format=torch.channels_last)):  # avg_pool2d's own path: floor on odd sides, any layout
+        assert torch.equal(pool(odd), F.avg_pool2d(odd, 2, 2))
 
 
 def test_convnet_parameter_count_for_cifar10_by_hand():
