@@ -16,14 +16,15 @@ One JSON object per line on stdout::
 ``reference``: the reference's own inner loop, modules and augmentation on the same shapes, in its own
 process, so the three sides are measured side by side in one run. Measured that way, alone on the kit's idle
 2-core machine (torch 2.14, 2 threads, ``--ipc 10 --steps 10 20 --no-ipc50 --reference DIR``), seconds per
-iteration and peak resident MB:
+iteration and peak resident MB, before and after the ConvNet pooled by pair sums (``mttlib.zoo.AvgPool2x2``):
 
-    steps  reference       unroll          recompute
-    10     15.7 s  4,113   16.9 s  4,241   19.0 s  1,349
-    20     34.0 s  7,205   37.5 s  7,425   36.8 s  1,403
+    steps          reference       unroll          recompute
+    10, before     15.7 s  4,113   16.9 s  4,241   19.0 s  1,349
+    10, after      14.6 s  4,097   14.3 s  4,529   15.5 s  1,455
+    20, before     34.0 s  7,205   37.5 s  7,425   36.8 s  1,403
+    20, after      29.7 s  7,247   31.5 s  8,013   30.4 s  1,466
 
-The kit's float32 iteration is within about 10 % of the reference's; ``recompute`` within 1.13x of
-``unroll`` and flat in memory.
+The timings move by about 10 % between runs on this machine (the reference's did too), so compare within a row.
 
 Fields: ``strategy``, ``ipc``, ``syn_steps``, ``width``, ``s_per_iter`` (median over the timed
 iterations), ``s_min``, ``cpu_s_per_iter`` (process CPU time, all threads), ``peak_rss_mb`` (whole
@@ -120,7 +121,8 @@ def child(spec: dict) -> dict:
     estimate = memory.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
     return {"strategy": spec["strategy"], "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
             "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
-            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
+            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1),
+            "baseline_rss_mb": round(baseline, 1),
             "estimate_mb": round(estimate / 2**20, 1), "threads": torch.get_num_threads(),
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
             "keep_freed_memory": bool(spec.get("keep_freed_memory")),
@@ -200,7 +202,8 @@ def reference_child(spec: dict) -> dict:
             "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
             "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(_rss_mb(), 1),
             "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(),
-            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2), "torch": torch.__version__}
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

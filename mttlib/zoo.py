@@ -39,7 +39,8 @@ class AvgPool2x2(nn.AvgPool2d):
 
     The same function and the same gradients up to float rounding, but plain reshapes and additions, whose
     backward and double backward are cheaper on the CPU than ``avg_pool2d``'s kernels: a distillation
-    iteration of the width-128 ConvNet took about 13 % less time. Odd or channels-last maps use ``avg_pool2d``.
+    iteration of the width-128 ConvNet took 13-15 % less time, for about 7 % more memory in an unrolled graph.
+    Odd or channels-last maps use ``avg_pool2d``.
     """
 
     def __init__(self) -> None:
