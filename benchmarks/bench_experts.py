@@ -15,10 +15,11 @@ Prints one JSON object: images/s per side (median and every repeat) and the rati
 ``mttlib / plain``; the target is a ratio of at least 0.9.
 
 Measured alone on the kit's idle 2-core machine (torch 2.14, 2 threads, width 32, 3 repeats):
-``--variants bf16,compile``: mttlib 1,406 images/s, plain loop 1,469 (ratio 0.957, the same final
-parameters), compiled 2,653 (1.89x; 5.6 s warm-up; final parameters within 2.5e-5), bf16 autocast
-1,493 (1.06x). ``--eval-ipc 10``: 300 epochs on 100 images 14.6 s eager, 8.4 s compiled (1.74x);
-``--eval-ipc 1``: 2.6 s vs 2.0 s (1.31x).
+``--variants bf16,compile``: mttlib 1,378 images/s, plain loop 1,321 (ratio 1.04, the same final
+parameters), compiled 2,264 (1.64x; 7.3 s warm-up; final parameters within 2.4e-5), bf16 autocast
+1,492 (1.08x); before the ConvNet pooled by pair sums: 1,406, compiled 2,653 (1.89x), bf16 1,493.
+``--eval-ipc 10``: 300 epochs on 100 images 15.8 s eager, 9.1 s compiled (1.73x);
+``--eval-ipc 1`` (before the pooling change): 2.6 s vs 2.0 s (1.31x).
 """
 
 from __future__ import annotations

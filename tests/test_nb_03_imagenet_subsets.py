@@ -39,4 +39,5 @@ def test_notebook_03_imagenet_subsets(tmp_path, monkeypatch):
     assert r["paper_imagenette_ipc1"] == MTT_PAPER_ACCURACY["imagenette"][1][0] == 47.7
     assert [row["ipc"] for row in r["accuracy_table"]] == [1, 1]
     assert "stand-in" in r["accuracy_table"][0]["method"]
+    assert all(row["epochs"] for row in r["accuracy_table"])  # every table says how long each row trained
     assert r["seconds"] < 90
