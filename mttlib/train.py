@@ -85,7 +85,6 @@ def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractC
     return torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision])
 
 
-@torch.no_grad()
 def can_compile(device: str | torch.device | None = "auto") -> bool:
     """Whether ``train(..., compile=True)`` can build its kernels here: a C++ compiler on the CPU (``$CXX``,
     ``g++``, ``c++`` or ``clang++``; not Windows), Triton on CUDA. Other devices: False."""
@@ -97,6 +96,7 @@ def can_compile(device: str | torch.device | None = "auto") -> bool:
     return any(shutil.which(c) for c in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")))
 
 
+@torch.no_grad()
 def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``net`` on ``(x, y)`` in eval mode, no augmentation."""
     was_training = net.training

@@ -22,7 +22,7 @@ from mttlib.data import ImageData, load_dataset
 from mttlib.distill import DistillConfig, Distiller
 from mttlib.experts import ExpertConfig
 from mttlib.models import FunctionalModel, make_model
-from mttlib.train import autocast, check_precision, train
+from mttlib.train import accuracy, autocast, check_precision, train
 from mttlib.trajectory import Trajectory
 
 CLASSES, SIZE = 3, 8
@@ -181,6 +181,15 @@ def test_compile_is_how_to_run_not_what_an_expert_is():
         ExpertConfig(dataset="cifar10-mini", model="convnet", compile=True)
     assert compiled.compile and plain.to_dict() == compiled.to_dict()  # same record, same folder
     assert "compile" not in plain.to_dict() and "precision" not in plain.to_dict()
+
+
+def test_accuracy_builds_no_autograd_graph():
+    """Test accuracy is measured after every epoch: it must not keep activations for a backward."""
+    net, seen = tiny_net(), []
+    net.register_forward_hook(lambda module, inputs, output: seen.append(output.requires_grad))
+    x, y = torch.randn(6, 3, SIZE, SIZE), torch.arange(6) % CLASSES
+    acc, loss = accuracy(net, x, y)
+    assert seen == [False] and 0.0 <= acc <= 1.0 and loss > 0
 
 
 def test_can_compile_needs_a_cpp_compiler_on_the_cpu(monkeypatch):
