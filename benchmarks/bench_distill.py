@@ -53,6 +53,25 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _measure(step, iters: int) -> dict:
+    """Time ``iters`` calls of ``step`` (wall and process CPU seconds) and read this process's memory and the
+    machine's load around them: the fields every side reports."""
+    import torch
+
+    baseline, load_before = _rss_mb(), os.getloadavg()[0]
+    times, cpu = [], []
+    for _ in range(iters):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        step()
+        times.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    return {"s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
+            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__}
+
+
 def _warm_up(distiller) -> None:
     """One tiny meta-gradient per DSA operation: PyTorch sets up kernels the first time they run
     (seconds in all), which must not be charged to the first timed iteration."""
@@ -108,25 +127,12 @@ def child(spec: dict) -> dict:
                              strategy=spec["strategy"])
     distiller = D.Distiller(config, [expert], data, device=spec.get("device"))
     _warm_up(distiller)
-    baseline = _rss_mb()
-    load_before = os.getloadavg()[0]
-    times, cpu = [], []
-    for _ in range(spec["iters"]):
-        began, began_cpu = time.perf_counter(), time.process_time()
-        distiller.step()
-        times.append(time.perf_counter() - began)
-        cpu.append(time.process_time() - began_cpu)
-    peak = _rss_mb()
+    measured = _measure(distiller.step, spec["iters"])
     n = classes * spec["ipc"]
     estimate = memory.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
     return {"strategy": spec["strategy"], "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
-            "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
-            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(peak, 1),
-            "baseline_rss_mb": round(baseline, 1),
-            "estimate_mb": round(estimate / 2**20, 1), "threads": torch.get_num_threads(),
-            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-            "keep_freed_memory": bool(spec.get("keep_freed_memory")),
-            "torch": torch.__version__}
+            **measured, "estimate_mb": round(estimate / 2**20, 1),
+            "keep_freed_memory": bool(spec.get("keep_freed_memory"))}
 
 
 def _import_reference(folder: str):
@@ -190,20 +196,8 @@ def reference_child(spec: dict) -> dict:
         opt_lr.step()
 
     iteration()  # warm-up, as the kit's side
-    baseline = _rss_mb()
-    load_before = os.getloadavg()[0]
-    times, cpu = [], []
-    for _ in range(spec["iters"]):
-        began, began_cpu = time.perf_counter(), time.process_time()
-        iteration()
-        times.append(time.perf_counter() - began)
-        cpu.append(time.process_time() - began_cpu)
     return {"strategy": "reference", "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
-            "s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
-            "cpu_s_per_iter": round(statistics.median(cpu), 3), "iters": len(times), "peak_rss_mb": round(_rss_mb(), 1),
-            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(),
-            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__}
+            **_measure(iteration, spec["iters"])}
 
 
 def main(argv: list[str] | None = None) -> int:
