@@ -18,7 +18,8 @@ Measured alone on the kit's idle 2-core machine (torch 2.14, 2 threads, width 32
 of ``--variants bf16,compile`` (the machine's speed itself moved by half between them, so read the ratios):
 mttlib 2,026 / 1,378 / 1,406 images/s, plain loop 2,060 / 1,321 / 1,469 (the same final parameters every
 time), compiled 1.44x / 1.64x / 1.89x (6-7 s warm-up; final parameters within 2.5e-5), bf16 autocast
-0.93x / 1.08x / 1.06x. The first is the current code; the last is from before the ConvNet pooled by pair sums.
+0.93x / 1.08x / 1.06x. The first is the current code; the other two still measured the kit's per-epoch
+test accuracy under autograd, and the last is from before the ConvNet pooled by pair sums.
 ``--eval-ipc 10``: 300 epochs on 100 images, compiled 1.52x / 1.73x / 1.74x (13.3 s against 8.8 s in the first);
 ``--eval-ipc 1`` (before the pooling change): 2.6 s vs 2.0 s (1.31x).
 """
