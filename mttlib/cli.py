@@ -395,6 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if getattr(args, "debug", False):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        print("error:", " ".join(message.split()), file=sys.stderr)  # one line, whatever the message holds
         return 2

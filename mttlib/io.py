@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import re
 import tempfile
+import warnings
+import zipfile
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 __all__ = ["KIT_ROOT", "data_root", "runs_dir", "outputs_dir", "atomic_save", "safe_load", "atomic_write_bytes",
-           "atomic_write_text", "atomic_write_json", "CorruptFileError", "cached"]
+           "atomic_write_text", "atomic_write_json", "CorruptFileError", "describe", "cached"]
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +60,16 @@ class CorruptFileError(RuntimeError):
     """A file exists but cannot be read back (truncated, corrupt, or not made by the kit)."""
 
 
+def describe(value: Any) -> str:
+    """A loaded value as an error message shows it, in one line: a tensor's dtype and shape, a number, a short
+    string (escaped), or else its type."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
+    if type(value) in (int, float, bool, type(None)) or (type(value) is str and len(value) <= 40):
+        return repr(value)
+    return type(value).__name__
+
+
 def _atomic_write(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,20 +93,72 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return _atomic_write(Path(path), lambda handle: torch.save(obj, handle))
 
 
+def _pickled_names(blob: bytes) -> set[str]:
+    """The classes and functions named by the complete pickles in ``blob``, read without importing or running
+    anything (consecutive pickles, as PyTorch's old format writes, are read one after another)."""
+    found, stream = set(), BytesIO(blob)
+    try:
+        while stream.tell() < len(blob):
+            names, strings = set(), []
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    names.add(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":  # module and name are the two strings pushed before it
+                    names.add(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+            found |= names  # only a pickle read to its end counts: random bytes rarely get that far
+    except Exception:  # the rest is not a pickle (tensor bytes of the old format, or junk)
+        pass
+    return {name for name in found if re.fullmatch(r"[A-Za-z_][\w.]*", name)}
+
+
+def _python_objects(path: Path) -> list[str]:
+    """What besides tensors and plain values the file would import to load (empty: nothing, or unreadable)."""
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: PyTorch knows which names it accepts
+            try:
+                return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            except Exception:  # a pickle protocol its scanner does not read
+                with zipfile.ZipFile(path) as archive:
+                    blob = next((archive.read(n) for n in archive.namelist() if n.endswith("data.pkl")), b"")
+        else:
+            blob = path.read_bytes()
+    except Exception:
+        return []
+    # what torch.save itself writes for tensors is fine; anything else is somebody's Python object
+    return sorted(n for n in _pickled_names(blob) if not n.startswith("torch.") and n != "collections.OrderedDict")
+
+
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Load a file written by :func:`atomic_save` with ``weights_only=True``; a truncated or corrupt file, or
-    one holding arbitrary Python objects, raises :class:`CorruptFileError` naming the file and what to do."""
+    """Load a file written by :func:`atomic_save`, accepting only tensors and plain values (PyTorch's
+    ``weights_only=True``), so that loading can never run code from the file.
+
+    Anything else raises :class:`CorruptFileError` with a one-line message naming the file and what to do:
+    a file holding other Python objects is refused as such, a truncated or corrupt one as that. PyTorch's
+    own error stays chained to it (``--debug`` shows it) but out of the message: its advice to load without
+    the check is advice a learner holding a hostile file must not get.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a file pickled with another protocol draws a warning meant for PyTorch
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a directory, a missing permission: the file may be fine
     except Exception as exc:  # torch raises several types for bad files
+        objects = _python_objects(path)
+        if objects:
+            shown = ", ".join(objects[:3]) + (", ..." if len(objects) > 3 else "")
+            raise CorruptFileError(
+                f"{path} was not loaded: it holds Python objects ({shown}), not only tensors and plain values, "
+                "and loading such a file could run code. Re-create it with the kit command that writes it; the "
+                "kit reads only files of tensors and plain values.") from exc
         raise CorruptFileError(
-            f"Cannot read {path}: it is truncated, corrupt, or holds objects other than "
-            f"tensors and plain Python values ({type(exc).__name__}: {exc}). "
-            "Delete it and re-create it (a re-run of the command that wrote it does this)."
-        ) from exc
+            f"{path} cannot be read: it is truncated, corrupt, or not a file saved by PyTorch. Delete it and "
+            "re-create it by re-running the command that wrote it.") from exc
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
@@ -126,7 +192,7 @@ def cached(folder: str | Path | None, name: str, fingerprint: str, make: Callabl
         content = safe_load(path)
         if content["fingerprint"] == fingerprint and check(content):
             return content
-    except (FileNotFoundError, RuntimeError, LookupError, TypeError, ValueError, AttributeError):
+    except (OSError, RuntimeError, LookupError, TypeError, ValueError, AttributeError):
         pass  # RuntimeError includes CorruptFileError
     content = {**make(), "fingerprint": fingerprint}
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,13 @@ from tqdm.auto import tqdm
 from mttlib import __version__
 from mttlib.data import ImageData
 from mttlib.distill import DistillationDiverged, DistillConfig, Distiller, run_seeds
-from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, safe_load
+from mttlib.io import CorruptFileError, atomic_save, atomic_write_json, atomic_write_text, describe, safe_load
 from mttlib.matching import BatchSource
 from mttlib.trajectory import Trajectory
 from mttlib.zca import RECIPE as ZCA_RECIPE
 from mttlib.zca import check_recipe
 
-__all__ = ["DistillResult", "distill", "load_distilled", "load_snapshots", "DISTILLED_FORMAT"]
+__all__ = ["DistillResult", "distill", "check_distilled", "load_distilled", "load_snapshots", "DISTILLED_FORMAT"]
 
 DISTILLED_FORMAT = "mttlib.distill.distilled/1"
 
@@ -152,16 +153,62 @@ def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageDat
                          **run.extras.outputs())
 
 
+def _set_problem(d: dict[str, Any]) -> str | None:
+    """What keeps ``d`` from being a synthetic set as :func:`distill` writes it (None: nothing)."""
+    images, labels, n = d["images"], d["labels"], len(d["images"]) if isinstance(d["images"], Tensor) else 0
+    if not (isinstance(images, Tensor) and images.is_floating_point() and images.dim() == 4 and n):
+        return f"images must be a float tensor [N, C, H, W], it holds {describe(images)}"
+    if not bool(torch.isfinite(images).all()):
+        return "its images hold NaN or infinite values"
+    if not (isinstance(labels, Tensor) and labels.dtype == torch.long and tuple(labels.shape) == (n,)):
+        return f"labels must be int64 class indices [{n}] (one per image), it holds {describe(labels)}"
+    soft = [d[k] for k in ("soft_labels", "label_logits") if d.get(k) is not None]
+    if any(not (isinstance(t, Tensor) and t.is_floating_point() and t.dim() == 2 and t.shape[0] == n
+                and t.shape[1] == soft[0].shape[1] > 0) for t in soft):
+        return f"soft_labels and label_logits must be float [{n}, classes], it holds {', '.join(map(_describe, soft))}"
+    top = soft[0].shape[1] - 1 if soft else None  # without soft labels the class count is the dataset's
+    if labels.min() < 0 or (top is not None and labels.max() > top):
+        allowed = "0 or more" if top is None else f"0..{top}, the soft labels' classes"
+        return f"labels must be class indices ({allowed}), they run {int(labels.min())}..{int(labels.max())}"
+    ema = d.get("images_ema")
+    if ema is not None and not (isinstance(ema, Tensor) and ema.is_floating_point() and ema.shape == images.shape):
+        return f"images_ema must be float like the images {list(images.shape)}, it holds {describe(ema)}"
+    lr = d.get("syn_lr")
+    lr = lr.item() if isinstance(lr, Tensor) and lr.dim() == 0 and lr.is_floating_point() else lr
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+        return f"syn_lr must be one positive finite number, it holds {describe(lr)}"
+    if d.get("config") is not None and not isinstance(d["config"], dict):
+        return f"config must be a dict, it holds {describe(d['config'])}"
+    return None
+
+
+def check_distilled(d: Any, path: Path, what: str = "distilled set",
+                    command: str = "python -m mttlib distill") -> dict[str, Any]:
+    """``d`` as read from ``path`` if it is a synthetic set as the kit writes it, else a one-line
+    :class:`CorruptFileError` saying what is wrong and that ``command`` re-creates it.
+
+    A set holds float images [N, C, H, W], int64 ``labels`` [N] (class indices), and may hold float
+    ``soft_labels``/``label_logits`` [N, classes], ``images_ema`` like the images, a positive ``syn_lr``
+    (returned as a float) and a ``config`` dict.
+    """
+    is_set = isinstance(d, dict) and {"images", "labels"} <= set(d)
+    problem = _set_problem(d) if is_set else "it is not a dict with images and labels"
+    if problem is not None:
+        raise CorruptFileError(f"{path} is not a {what} as the kit writes it: {problem}. Re-create it with "
+                               f"`{command}`.")
+    if d.get("syn_lr") is not None:
+        d["syn_lr"] = float(d["syn_lr"])
+    return d
+
+
 def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a distilled set (``distilled.pt``, or a run folder): ``images``, ``labels``, ``syn_lr``, ``config``.
 
-    A set distilled on ZCA data of another whitening than today's is refused (:mod:`mttlib.zca`).
+    A file that is not a set as :func:`check_distilled` describes it is refused, and so is a set
+    distilled on ZCA data of another whitening than today's (:mod:`mttlib.zca`).
     """
     path = Path(path) / "distilled.pt" if Path(path).is_dir() else Path(path)
-    d = safe_load(path, map_location=device)
-    if not isinstance(d, dict) or not {"images", "labels"} <= set(d):
-        raise CorruptFileError(f"{path} is not a distilled set (a dict with images, labels, syn_lr and config, as "
-                               "`python -m mttlib distill` writes)")
+    d = check_distilled(safe_load(path, map_location=device), path)
     if (d.get("config") or {}).get("zca"):
         check_recipe({"recipe": d.get("zca_recipe")}, str(path))
     return d
@@ -175,4 +222,14 @@ def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
     if not files:
         raise FileNotFoundError(f"no snapshots (iter_NNNNNN.pt) in {folder}; a distillation run writes them every "
                                 "snapshot_every iterations")
-    return [(int(d["iteration"]), d["images"].float()) for d in map(safe_load, files)]
+    snaps = [check_distilled(safe_load(f), f, "distillation snapshot") for f in files]
+    for f, d in zip(files, snaps):  # an animation needs every frame numbered and of one shape
+        step = d.get("iteration")
+        if type(step) is not int or step < 0:
+            raise CorruptFileError(f"{f} is not a distillation snapshot as the kit writes it: iteration must be a "
+                                   f"whole number, it holds {describe(step)}. Move it out of {folder}.")
+        if d["images"].shape != snaps[0]["images"].shape:
+            raise CorruptFileError(f"{f} holds images {list(d['images'].shape)} but {files[0].name} holds "
+                                   f"{list(snaps[0]['images'].shape)}: a snapshot of another run? Move it out of "
+                                   f"{folder}.")
+    return [(d["iteration"], d["images"].float()) for d in snaps]

@@ -24,7 +24,7 @@ from mttlib.distill import DistillConfig
 from mttlib.io import atomic_write_bytes, safe_load
 from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import get_preset
-from mttlib.run import DistillResult, distill
+from mttlib.run import DistillResult, check_distilled, distill
 from mttlib.trajectory import Trajectory
 
 __all__ = ["random_offsets", "toroidal_crop", "tile", "seam_ratio", "seam_score", "check_texture_data",
@@ -279,9 +279,7 @@ def load_textures(path: str | Path, device: str | torch.device = "cpu") -> dict[
     path = Path(path) / "distilled.pt" if Path(path).is_dir() else Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no texture set at {path}; distill one with `python -m mttlib texture distill`")
-    obj = safe_load(path, map_location=device)
-    if not isinstance(obj, dict) or "images" not in obj or "labels" not in obj:
-        raise ValueError(f"{path} is not a texture set (no 'images', 'labels'): see `python -m mttlib texture distill`")
+    obj = check_distilled(safe_load(path, map_location=device), path, "texture set", "python -m mttlib texture distill")
     run_record = path.parent / "config.json"  # a run's record; a set on its own may describe its data in "config"
     record = json.loads(run_record.read_text()) if run_record.exists() else obj.get("config")
     record = record if isinstance(record, dict) else {}

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from mttlib.io import CorruptFileError, safe_load
+from mttlib.io import CorruptFileError, describe, safe_load
 from mttlib.zca import check_recipe
 
 __all__ = ["FORMAT_VERSION", "Trajectory", "load_trajectory", "step_lengths", "segment_lengths",
@@ -109,13 +109,15 @@ def _validate(obj: Any, path: Path) -> None:
     meta, snaps = obj["meta"], obj["snapshots"]
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path} has expert format version {version!r}, but this mttlib reads versions up to "
-                         f"{FORMAT_VERSION}: update the kit, or re-train the experts with this one.")
-    if (not isinstance(snaps, Tensor) or snaps.dtype != torch.float32
-            or tuple(snaps.shape) != (meta.get("epochs", -2) + 1, meta.get("numel"))):
-        shape = tuple(snaps.shape) if isinstance(snaps, Tensor) else type(snaps).__name__
-        raise _not_an_expert(path, f"snapshots {shape} do not match the {meta.get('epochs')} epochs and "
-                                   f"{meta.get('numel')} parameters its metadata states")
+        raise ValueError(f"{path} has expert format version {describe(version)}, but this mttlib reads versions up "
+                         f"to {FORMAT_VERSION}: update the kit, or re-train the experts with this one.")
+    epochs, numel = meta.get("epochs"), meta.get("numel")
+    if not all(type(v) is int and v > 0 for v in (epochs, numel)) or not isinstance(meta.get("config"), dict):
+        raise _not_an_expert(path, f"its metadata records {describe(epochs)} epochs, {describe(numel)} parameters "
+                                   f"and a {type(meta.get('config')).__name__} config")
+    if not isinstance(snaps, Tensor) or snaps.dtype != torch.float32 or tuple(snaps.shape) != (epochs + 1, numel):
+        raise _not_an_expert(path, f"snapshots {describe(snaps)} are not float32 [{epochs + 1}, {numel}], one row "
+                                   f"per epoch (0..{epochs}) of the {numel} parameters its metadata states")
     if not bool(torch.isfinite(snaps).all()):
         raise _not_an_expert(path, "its snapshots hold NaN or infinite values")
     check_recipe(meta["dataset"].get("zca") if isinstance(meta.get("dataset"), dict) else None, str(path))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import random
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ import torch
 from mttlib import cli, run, texture
 from mttlib.distill import DistillConfig
 from mttlib.experts import ExpertConfig
-from mttlib.io import atomic_save
+from mttlib.io import CorruptFileError, atomic_save
 
 
 def _dests(parser: argparse.ArgumentParser, command: str) -> set[str]:
@@ -63,6 +66,67 @@ def test_truncated_expert_file_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expert_00000.pt" in err[0] and "Delete it" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+class _Payload:
+    """Unpickling this would run code: it creates the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+BAD_FILES = {"hostile.pt": "holds Python objects (io.open)", "random.pt": "cannot be read: it is truncated"}
+
+
+def _write_bad_files(folder: Path) -> Path:
+    """A file whose loading would run code and one of random bytes in ``folder``; returns the code's marker."""
+    marker = folder / "ran"
+    torch.save({"images": torch.zeros(2, 3, 4, 4), "payload": _Payload(str(marker))}, folder / "hostile.pt")
+    (folder / "random.pt").write_bytes(random.Random(0).randbytes(2048))
+    return marker
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "weights_only" not in lines[0] and "Unpickler" not in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_hostile_or_random_set_file_is_one_line_and_exit_2(tmp_path):
+    marker = _write_bad_files(tmp_path)
+    for name, says in BAD_FILES.items():  # in a fresh process, as a learner runs it: all of stderr is one line
+        done = subprocess.run([sys.executable, "-m", "mttlib", "evaluate", "--set", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and says in _one_error_line(done.stderr) and done.stdout == ""
+    with pytest.raises(CorruptFileError) as caught:  # --debug shows the traceback, PyTorch's error chained
+        cli.main(["--debug", "evaluate", "--set", str(tmp_path / "hostile.pt")])
+    assert caught.value.__cause__ is not None
+    assert not marker.exists()
+
+
+def test_hostile_or_random_textures_and_experts_are_one_line_and_exit_2(tmp_path, capsys):
+    marker = _write_bad_files(tmp_path)
+    (tmp_path / "experts").mkdir()
+    for name, says in BAD_FILES.items():
+        assert cli.main(["texture", "export", str(tmp_path / name)]) == 2
+        assert says in _one_error_line(capsys.readouterr().err)
+        shutil.copy(tmp_path / name, tmp_path / "experts" / "expert_00000.pt")
+        assert cli.main(["distill", "--preset", "smoke", "--experts", str(tmp_path / "experts"),
+                         "--out", str(tmp_path / "o")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert says in line and "expert_00000.pt" in line
+    assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_a_set_of_the_wrong_shape_is_one_line_and_exit_2(tmp_path, capsys):
+    atomic_save({"images": torch.zeros(7, 5), "labels": torch.arange(3), "syn_lr": 0.01}, tmp_path / "odd.pt")
+    assert cli.main(["evaluate", "--set", str(tmp_path / "odd.pt")]) == 2
+    assert "images must be a float tensor [N, C, H, W], it holds float32 [7, 5]" in \
+        _one_error_line(capsys.readouterr().err)
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):

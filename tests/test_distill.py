@@ -17,7 +17,7 @@ from mttlib import distill as D, run, matching, memory
 from mttlib.augment import DSA
 from mttlib.data import ImageData
 from mttlib.trajectory import Trajectory
-from mttlib.io import safe_load
+from mttlib.io import CorruptFileError, atomic_save, safe_load
 from mttlib.models import FunctionalModel, make_model
 
 CLASSES, SIZE, IPC = 3, 8, 2
@@ -279,6 +279,55 @@ def test_outputs_are_written(tmp_path):
         run.distill(config(), experts, data, tmp_path, progress=False)
     with pytest.raises(ValueError, match="syn_steps"):
         run.distill(config(syn_steps=4), experts, data, tmp_path, progress=False, resume=True)
+
+
+def _refused(path) -> str:
+    with pytest.raises(CorruptFileError) as caught:
+        run.load_distilled(path)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_load_distilled_refuses_what_is_not_a_set(tmp_path):
+    good = {"images": torch.zeros(3, 3, 4, 4), "labels": torch.tensor([0, 1, 2]), "syn_lr": torch.tensor(0.01),
+            "config": {"dataset": "fake"}, "soft_labels": torch.full((3, 3), 1 / 3)}
+    atomic_save(good, tmp_path / "good.pt")
+    assert run.load_distilled(tmp_path / "good.pt")["syn_lr"] == pytest.approx(0.01)  # a number, not a tensor
+    bad = {"images must be a float tensor [N, C, H, W], it holds float32 [7, 5]":
+           {"images": torch.zeros(7, 5), "labels": torch.arange(3)},
+           "labels must be int64 class indices [3] (one per image), it holds int64 [2]":
+           {"labels": torch.tensor([0, 1])},
+           "labels must be class indices (0 or more), they run -1..2": {"labels": torch.tensor([-1, 1, 2]),
+                                                                       "soft_labels": None},
+           "labels must be class indices (0..2, the soft labels' classes), they run 0..5":
+           {"labels": torch.tensor([0, 1, 5])},
+           "syn_lr must be one positive finite number, it holds float32 [2]": {"syn_lr": torch.tensor([0.01, 0.02])},
+           "syn_lr must be one positive finite number, it holds -0.5": {"syn_lr": -0.5},
+           "syn_lr must be one positive finite number, it holds nan": {"syn_lr": float("nan")},
+           "its images hold NaN": {"images": torch.full((3, 3, 4, 4), float("nan"))},
+           "images_ema must be float like the images": {"images_ema": torch.zeros(3, 3, 2, 2)},
+           "it is not a dict with images and labels": {"images": None}}
+    for i, (says, change) in enumerate(bad.items()):
+        atomic_save({**good, **change} if "dict" not in says else [1, 2], tmp_path / f"{i}.pt")
+        message = _refused(tmp_path / f"{i}.pt")
+        assert message.startswith(f"{tmp_path / f'{i}.pt'} is not a distilled set as the kit writes it: {says}")
+        assert message.endswith("Re-create it with `python -m mttlib distill`.")
+
+
+def test_load_snapshots_refuses_a_frame_of_another_kind(tmp_path):
+    frame = {"iteration": 0, "images": torch.zeros(2, 3, 4, 4).half(), "labels": torch.tensor([0, 1]), "syn_lr": 0.01}
+    atomic_save(frame, tmp_path / "iter_000000.pt")
+    atomic_save({**frame, "iteration": 2, "images": torch.zeros(2, 3, 5, 5)}, tmp_path / "iter_000002.pt")
+    with pytest.raises(CorruptFileError, match=r"iter_000002\.pt holds images \[2, 3, 5, 5\] but iter_000000\.pt"):
+        run.load_snapshots(tmp_path)
+    atomic_save({**frame, "iteration": "two"}, tmp_path / "iter_000002.pt")
+    with pytest.raises(CorruptFileError, match="iteration must be a whole number, it holds 'two'"):
+        run.load_snapshots(tmp_path)
+    atomic_save({**frame, "images": torch.zeros(2, 4)}, tmp_path / "iter_000002.pt")
+    with pytest.raises(CorruptFileError, match=r"not a distillation snapshot .*images must be a float tensor"):
+        run.load_snapshots(tmp_path)
+    atomic_save({**frame, "iteration": 2}, tmp_path / "iter_000002.pt")
+    assert [i for i, images in run.load_snapshots(tmp_path)] == [0, 2]
 
 
 def test_resume_after_a_crash_is_bit_for_bit(tmp_path):

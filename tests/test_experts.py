@@ -314,6 +314,43 @@ def test_file_of_another_kind_is_rejected(data, tmp_path):
         ex.load_experts(tmp_path)
 
 
+def test_expert_file_of_the_wrong_shape_or_metadata_is_refused_in_one_line(data, tmp_path):
+    from mttlib.io import atomic_save, safe_load
+
+    path = _train(data, tiny_config(epochs=1), 1, tmp_path)[0]
+    good = safe_load(path)
+    epochs, numel = good["meta"]["epochs"], good["meta"]["numel"]
+    changes = {"snapshots int64 [2]": {"snapshots": torch.zeros(2, dtype=torch.long)},
+               f"snapshots float32 [2, 1, {numel}]": {"snapshots": good["snapshots"][:, None]},
+               f"snapshots float32 [1, {numel}] are not float32 [{epochs + 1}, {numel}]":
+               {"snapshots": good["snapshots"][:1]},
+               "records '1' epochs": {"meta": {**good["meta"], "epochs": "1"}},
+               "and a NoneType config": {"meta": {**good["meta"], "config": None}}}
+    for says, change in changes.items():
+        atomic_save({**good, **change}, path)
+        with pytest.raises(CorruptFileError) as caught:
+            ex.load_experts(tmp_path)
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"{path} is not a complete expert trajectory file (")
+        assert says in message and message.endswith("this one is retrained."), message
+    atomic_save(good, path)
+    assert ex.load_experts(tmp_path)[0].epochs == epochs
+
+
+def test_expert_file_that_would_run_code_is_refused_unrun(data, tmp_path):
+    path = _train(data, tiny_config(epochs=1), 1, tmp_path)[0]
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"snapshots": torch.zeros(2, 3), "meta": {"format": "mttlib-expert"}, "x": Payload()}, path)
+    with pytest.raises(CorruptFileError, match=r"expert_00000\.pt was not loaded: it holds Python objects") as caught:
+        ex.load_experts(tmp_path)
+    assert "weights_only" not in str(caught.value) and not marker.exists()
+
+
 def test_mixed_configurations_name_the_differing_keys(data, tmp_path):
     _train(data, tiny_config(epochs=1), 2, tmp_path / "a")
     _train(data, tiny_config(epochs=1, lr=0.02), 1, tmp_path / "b")

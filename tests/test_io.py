@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ def test_safe_load_refuses_a_pickle_that_would_run_code(tmp_path):
     marker = tmp_path / "ran"
     hostile = tmp_path / "hostile.pt"
     torch.save({"images": torch.zeros(1), "payload": _Payload(str(marker))}, hostile, pickle_protocol=2)
-    with pytest.raises(io.CorruptFileError, match="(?s)hostile.pt.*Delete it"):
+    with pytest.raises(io.CorruptFileError, match=r"hostile\.pt was not loaded: it holds Python objects .*run code"):
         io.safe_load(hostile)
     assert not marker.exists(), "loading must not have run the file's code"
     plain = tmp_path / "plain.pkl"
@@ -35,6 +36,42 @@ def test_safe_load_refuses_a_pickle_that_would_run_code(tmp_path):
     assert not marker.exists()
     with pytest.raises(FileNotFoundError):
         io.safe_load(tmp_path / "missing.pt")
+
+
+def _refusal(path) -> str:
+    """The message safe_load refuses ``path`` with; checked to be one line free of PyTorch's own text."""
+    with pytest.raises(io.CorruptFileError) as caught:
+        io.safe_load(path)
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.__cause__ is not None  # PyTorch's error stays chained
+    for torch_text in ("weights_only", "WeightsUnpickler", "Traceback", "GLOBAL", "pytorch.org"):
+        assert torch_text not in message
+    return message
+
+
+def test_safe_load_says_whether_a_file_holds_objects_or_is_broken(tmp_path):
+    marker = tmp_path / "ran"
+    payload = _Payload(str(marker))
+    hostile = {"protocol 2": {}, "protocol 4": {"pickle_protocol": 4},
+               "old format": {"_use_new_zipfile_serialization": False}}
+    for name, options in hostile.items():
+        torch.save({"images": torch.zeros(2), "payload": payload}, tmp_path / f"{name}.pt", **options)
+        message = _refusal(tmp_path / f"{name}.pt")
+        assert "holds Python objects (io.open)" in message and "could run code" in message, name
+        assert "Re-create it" in message and "Delete it" not in message
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps(payload))  # not even a torch file
+    assert "holds Python objects (io.open)" in _refusal(tmp_path / "plain.pkl")
+    assert not marker.exists()
+    good = tmp_path / "good.pt"
+    io.atomic_save({"images": torch.zeros(2, 3)}, good)
+    (tmp_path / "random.pt").write_bytes(random.Random(0).randbytes(4096))
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("random.pt", "truncated.pt", "empty.pt"):
+        message = _refusal(tmp_path / name)
+        assert message.startswith(f"{tmp_path / name} cannot be read: it is truncated, corrupt"), message
+        assert "Delete it and re-create it" in message and "Python objects" not in message
+    assert io.safe_load(good)["images"].shape == (2, 3)
 
 
 def test_atomic_writes_leave_no_partial_file(tmp_path, monkeypatch):

@@ -423,6 +423,22 @@ def test_cli_export(tmp_path, capsys):
     assert "not a texture set" in capsys.readouterr().err
 
 
+def test_load_textures_refuses_what_is_not_a_texture_set(tmp_path):
+    from mttlib.io import CorruptFileError, atomic_save
+
+    canvases, labels = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    bad = {"labels must be int64 class indices [2] (one per image), it holds float32 [2]": {"labels": labels.float()},
+           "images must be a float tensor [N, C, H, W], it holds uint8 [2, 16, 16]":
+           {"images": torch.zeros(2, 16, 16, dtype=torch.uint8)},
+           "labels must be class indices (0 or more), they run -3..1": {"labels": torch.tensor([-3, 1])}}
+    for says, change in bad.items():
+        atomic_save({"images": canvases, "labels": labels, **change}, tmp_path / "set.pt")
+        with pytest.raises(CorruptFileError) as caught:
+            texture.load_textures(tmp_path / "set.pt")
+        assert str(caught.value) == (f"{tmp_path / 'set.pt'} is not a texture set as the kit writes it: {says}. "
+                                     "Re-create it with `python -m mttlib texture distill`.")
+
+
 # --- figures -------------------------------------------------------------------------------------
 
 
