@@ -27,6 +27,20 @@ REPEATS: dict[str, list[tuple[str, dict]]] = {
     "02_trajectory_matching": [("02_trajectory_matching-ipc10.ipynb", {"IPC": 10})]}
 
 
+def _kernel_options() -> dict:
+    """Options for papermill that encrypt the link to each notebook's kernel (CurveZMQ) where the installed
+    Jupyter supports it. Without them a recent kernel warns, at every start, that its local connection is
+    plain TCP: a warning about nothing the learner did, and one the learner could not act on."""
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" not in KernelManager.class_traits() or not zmq.has("curve"):
+        return {}  # an older jupyter_client (whose kernels do not warn), or libzmq without CurveZMQ
+    # "auto": encrypt when the kernel declares it can, as ipykernel's own kernel does
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
 def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None = None,
              cell_timeout: int = 1800, folder: Path = NOTEBOOKS) -> list[tuple[str, float]]:
     """Execute the notebooks into ``out/notebooks``; return (name, seconds) per notebook."""
@@ -37,7 +51,7 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
     if not files:
         raise FileNotFoundError(f"no notebooks found in {folder} (is this a full checkout of the kit?)")
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    timings = []
+    timings, kernel_options = [], _kernel_options()
     jobs = [(path, name, extra) for path in files for name, extra in [(path.name, {}), *REPEATS.get(path.stem, [])]]
     for i, (path, name, extra) in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {name} ...", end="", flush=True)
@@ -46,7 +60,7 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
         try:
             pm.execute_notebook(str(path), str(out / "notebooks" / name), parameters=params,
                                 kernel_name="python3", cwd=str(folder), progress_bar=False,
-                                execution_timeout=cell_timeout, start_timeout=240)
+                                execution_timeout=cell_timeout, start_timeout=240, **kernel_options)
         except PapermillExecutionError as err:
             print(" FAILED")
             raise SystemExit(

@@ -45,6 +45,18 @@ def test_notebook_02_runs_again_at_ipc_10_beside_ipc_1(tmp_path):
         assert printed.strip() == f"ipc {ipc}"
 
 
+def test_the_demo_prints_no_warning_a_learner_must_ignore(tmp_path, capfd):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_quiet.ipynb", ["SMOKE = False\nOUT_DIR = ''\nRUNS_DIR = ''\nINTERACTIVE = True", "x = 1"])
+    capfd.readouterr()
+    demo.run_demo(tmp_path / "out", tmp_path / "runs", smoke=True, folder=folder)
+    out, err = capfd.readouterr()  # file descriptors: the kernel, a child process, writes to them directly
+    assert "without encryption" not in out + err  # a recent kernel's warning about a plain TCP connection
+    assert "warning" not in (out + err).lower(), out + err
+    assert re.fullmatch(r"\[1/1\] 00_quiet\.ipynb \.\.\. done in \d+ s\n", out), out
+
+
 # notebook 02's accuracy rows as the notebook records them (the full-data row stopped early)
 NOTEBOOK02_ROWS = [
     {"method": "distilled", "ipc": 1, "mean": 0.281, "std": 0.012, "runs": 3, "epochs": "300",
