@@ -222,14 +222,16 @@ def load_snapshots(run_dir: str | Path) -> list[tuple[int, Tensor]]:
     if not files:
         raise FileNotFoundError(f"no snapshots (iter_NNNNNN.pt) in {folder}; a distillation run writes them every "
                                 "snapshot_every iterations")
-    snaps = [check_distilled(safe_load(f), f, "distillation snapshot") for f in files]
-    for f, d in zip(files, snaps):  # an animation needs every frame numbered and of one shape
-        step = d.get("iteration")
-        if type(step) is not int or step < 0:
-            raise CorruptFileError(f"{f} is not a distillation snapshot as the kit writes it: iteration must be a "
-                                   f"whole number, it holds {describe(step)}. Move it out of {folder}.")
-        if d["images"].shape != snaps[0]["images"].shape:
-            raise CorruptFileError(f"{f} holds images {list(d['images'].shape)} but {files[0].name} holds "
+    snaps = [safe_load(f) for f in files]
+    for f, d in zip(files, snaps):  # an animation needs every frame numbered, and all of one shape
+        step, images = (d.get("iteration"), d.get("images")) if isinstance(d, dict) else (None, None)
+        if type(step) is not int or step < 0 or not (isinstance(images, Tensor) and images.is_floating_point()
+                                                     and images.dim() == 4):
+            raise CorruptFileError(f"{f} is not a distillation snapshot (a whole iteration number and float images "
+                                   f"[N, C, H, W]): it holds iteration {describe(step)} and images "
+                                   f"{describe(images)}. Move it out of {folder}.")
+        if images.shape != snaps[0]["images"].shape:
+            raise CorruptFileError(f"{f} holds images {list(images.shape)} but {files[0].name} holds "
                                    f"{list(snaps[0]['images'].shape)}: a snapshot of another run? Move it out of "
                                    f"{folder}.")
     return [(d["iteration"], d["images"].float()) for d in snaps]

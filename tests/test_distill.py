@@ -321,10 +321,11 @@ def test_load_snapshots_refuses_a_frame_of_another_kind(tmp_path):
     with pytest.raises(CorruptFileError, match=r"iter_000002\.pt holds images \[2, 3, 5, 5\] but iter_000000\.pt"):
         run.load_snapshots(tmp_path)
     atomic_save({**frame, "iteration": "two"}, tmp_path / "iter_000002.pt")
-    with pytest.raises(CorruptFileError, match="iteration must be a whole number, it holds 'two'"):
+    with pytest.raises(CorruptFileError, match=r"iter_000002\.pt is not a distillation snapshot .* it holds "
+                                               r"iteration 'two' and images float16 \[2, 3, 4, 4\]"):
         run.load_snapshots(tmp_path)
-    atomic_save({**frame, "images": torch.zeros(2, 4)}, tmp_path / "iter_000002.pt")
-    with pytest.raises(CorruptFileError, match=r"not a distillation snapshot .*images must be a float tensor"):
+    atomic_save({**frame, "iteration": 2, "images": torch.zeros(2, 4)}, tmp_path / "iter_000002.pt")
+    with pytest.raises(CorruptFileError, match=r"it holds iteration 2 and images float32 \[2, 4\]\. Move it"):
         run.load_snapshots(tmp_path)
     atomic_save({**frame, "iteration": 2}, tmp_path / "iter_000002.pt")
     assert [i for i, images in run.load_snapshots(tmp_path)] == [0, 2]
