@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from mttlib import followups
+from mttlib import followups, param
 from mttlib.augment import DSA
 from mttlib.data import ImageData
 from mttlib.io import CorruptFileError
@@ -76,6 +76,7 @@ class DistillConfig:
     max_start_epoch_end: int | None = None
     start_epoch_rise: int = 0
     ema_decay: float | None = None
+    param: str = "pixels"  # how the images are learned: pixels or a basis (mttlib.param)
 
     # fields that may change when a run is resumed (they do not change what was computed so far)
     TUNABLE = ("iterations", "lr_img", "lr_lr", "lr_label", "strategy", "checkpoint_every", "snapshot_every",
@@ -100,6 +101,7 @@ class DistillConfig:
                              f"init={self.init!r}, strategy={self.strategy!r}")
         check_precision(self.precision)
         followups.validate_config(self)
+        param.validate(self.param)
 
     def epochs_needed(self) -> int:
         """Epochs every expert trajectory must have: the latest start epoch plus ``expert_epochs``."""
@@ -272,6 +274,7 @@ class Distiller:
             dsa = DSA(config.dsa_strategy or data.dsa_strategy) if config.dsa else None
             source = ImageBatchSource(self.images.shape[0], tuple(self.images.shape[-2:]), config.batch_syn, dsa)
         self.source, self.strategy = source, config.strategy
+        self.basis = param.make_param(config.param, tuple(self.images.shape[1:]), data)
         if self.strategy == "auto":
             batch = min(config.batch_syn or self.images.shape[0], self.images.shape[0])
             self.strategy = choose_strategy(model, batch, (data.channels, data.image_size, data.image_size),
@@ -332,7 +335,8 @@ class Distiller:
             raise DistillationDiverged(f"the matching {what} is not finite {where} (loss {float(loss):.4g}, syn_lr "
                                        f"{lr_used:.4g}). {self._likely_cause()}")
         before = self.images.detach().clone()
-        self.images.grad, self.syn_lr.grad = grad_images, grad_lr.reshape(())
+        # SGD on the basis's coefficients, written as a step on the pixels (mttlib.param)
+        self.images.grad, self.syn_lr.grad = self.basis.precondition(grad_images), grad_lr.reshape(())
         self.opt_img.step()
         self.opt_lr.step()
         self.images.grad = self.syn_lr.grad = None

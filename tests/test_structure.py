@@ -20,9 +20,9 @@ MODULE_BUDGET, MATCHING_BUDGET, TOTAL_BUDGET = 400, 250, 7000
 
 # Imports run one way: a module may import modules of its own layer or below, never above.
 LAYERS = [
-    ("io",), ("zca", "folders"), ("data",), ("imagenet",), ("presets",), ("zoo", "augment"), ("models",),
+    ("io",), ("zca", "folders"), ("data",), ("imagenet",), ("presets",), ("zoo", "augment", "param"), ("models",),
     ("train",), ("trajectory",), ("experts",), ("matching",), ("memory",), ("followups",), ("distill",),
-    ("run", "texture"), ("released", "evaluate"), ("ranking",), ("viz",), ("widgets",), ("demo",), ("cli",),
+    ("run", "texture", "judge"), ("released", "evaluate"), ("ranking",), ("viz",), ("widgets",), ("demo",), ("cli",),
     ("__init__", "__main__"),
 ]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
