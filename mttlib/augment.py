@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mttlib.data import DIGIT_STRATEGY, DSA_STRATEGY
 
-__all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA"]
+__all__ = ["DSA_STRATEGY", "DIGIT_STRATEGY", "OPS", "DSAParams", "DSA", "Passes", "apply_passes"]
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
@@ -121,6 +121,32 @@ class DSA:
     def _cutout_side(self, h: int, w: int) -> tuple[int, int]:
         return int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
 
+    def passes(self, params: DSAParams, image_size: int | tuple[int, int], every: bool = False) -> Passes:
+        """The draws of ``params`` as the three passes of :func:`apply_passes` (CPU tensors): the colour group
+        as one elementwise pass, crop, flip, scale and rotate as one resampling, cutout as a mask. Groups
+        not drawn are None, or with ``every`` the identity (a CUDA graph replays every pass every step)."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else (int(s) for s in image_size)
+        if params.op not in OPS + ("none",):
+            raise ValueError(f"unknown DSA operation {params.op!r}; valid operations are {', '.join(OPS)}")
+        n = next((len(t) for t in params.tensors().values()), None)
+        color = theta = keep = None
+        if params.op == "color":
+            rb, rs, rc = (r.double().view(-1, 1, 1, 1) for r in (params.brightness, params.saturation, params.contrast))
+            contrast = rc + self.contrast
+            color = ((rb - 0.5) * self.brightness, contrast, contrast * rs * self.saturation)
+        elif params.op == "cutout":
+            keep = self._keep(params.centre, h, w)
+        elif params.op != "none":
+            theta = _theta(params, h, w)
+        if every:
+            if n is None:
+                raise ValueError("every=True needs the batch size: sample the parameters with n = batch size")
+            if color is None:
+                color = (torch.zeros(n, 1, 1, 1), torch.ones(n, 1, 1, 1), torch.ones(n, 1, 1, 1))
+            theta = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(n, 2, 3) if theta is None else theta
+            keep = torch.ones(n, 1, h, w) if keep is None else keep
+        return Passes(color, theta, keep)
+
     def apply(self, x: Tensor, params: DSAParams) -> Tensor:
         """Augment ``x`` ``[N, C, H, W]`` with ``params``; deterministic, differentiable in ``x``."""
         if x.dim() != 4:
@@ -130,63 +156,81 @@ class DSA:
         if (n := next((len(t) for t in params.tensors().values()), None)) not in (None, x.shape[0]):
             raise ValueError(f"DSA parameters are for {n} samples but the batch has {x.shape[0]}; sample them with "
                              "n = x.shape[0]")
-        p = params.to(x.device)
-        if p.op == "none":
-            return x
-        if p.op == "color":
-            return self._color(x, p)
-        if p.op == "crop":
-            return _translate(x, p.shift)
-        if p.op == "cutout":
-            return self._cutout(x, p.centre)
-        if p.op == "flip":
-            return torch.where(p.flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        if p.op == "scale":
-            sx, sy = p.scale.to(x.dtype).unbind(1)
-            zero = torch.zeros_like(sx)
-            return _warp(x, torch.stack([sx, zero, zero, zero, sy, zero], 1))
-        if p.op == "rotate":
-            angle = p.angle.to(x.dtype)
-            cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
-            return _warp(x, torch.stack([cos, -sin, zero, sin, cos, zero], 1))
-        raise ValueError(f"unknown DSA operation {p.op!r}; valid operations are {', '.join(OPS)}")
+        return apply_passes(x, self.passes(params, tuple(x.shape[-2:])))
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample fresh parameters for ``x`` and apply them."""
         return self.apply(x, self.sample(x.shape[0], tuple(x.shape[-2:]), generator))
 
-    def _color(self, x: Tensor, p: DSAParams) -> Tensor:
-        rb, rs, rc = (r.to(x.dtype).view(-1, 1, 1, 1) for r in (p.brightness, p.saturation, p.contrast))
-        x = x + (rb - 0.5) * self.brightness
-        mean = x.mean(dim=1, keepdim=True)  # per-pixel grey level
-        x = mean + (x - mean) * (rs * self.saturation)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # per-image mean
-        return mean + (x - mean) * (rc + self.contrast)
-
-    def _cutout(self, x: Tensor, centre: Tensor) -> Tensor:
-        ch, cw = self._cutout_side(x.shape[2], x.shape[3])
-        top, left = (centre - torch.tensor([ch // 2, cw // 2], device=x.device)).unbind(1)
-        rows, cols = torch.arange(x.shape[2], device=x.device), torch.arange(x.shape[3], device=x.device)
+    def _keep(self, centre: Tensor, h: int, w: int) -> Tensor:
+        """``[N, 1, H, W]``: 0 inside each sample's cutout square (clipped to the image), 1 elsewhere."""
+        ch, cw = self._cutout_side(h, w)
+        top, left = (centre - torch.tensor([ch // 2, cw // 2])).unbind(1)
+        rows, cols = torch.arange(h), torch.arange(w)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + ch)  # [N, H]
         in_cols = (cols >= left[:, None]) & (cols < left[:, None] + cw)  # [N, W]
-        keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # [N, H, W]
-        return x * keep.unsqueeze(1).to(x.dtype)
+        return (~(in_rows[:, :, None] & in_cols[:, None, :])).unsqueeze(1).float()
 
 
-def _translate(x: Tensor, shift: Tensor) -> Tensor:
-    """``out[n, :, i, j] = x[n, :, i - dy, j - dx]`` with zeros where that falls outside."""
-    n, c, h, w = x.shape
-    src_rows = torch.arange(h, device=x.device) - shift[:, :1]  # [N, H]
-    src_cols = torch.arange(w, device=x.device) - shift[:, 1:]  # [N, W]
-    # gather rows, then columns; out-of-range indices are clamped, then masked to zero
-    out = x.gather(2, src_rows.clamp(0, h - 1).view(n, 1, h, 1).expand(n, c, h, w))
-    out = out.gather(3, src_cols.clamp(0, w - 1).view(n, 1, 1, w).expand(n, c, h, w))
-    row_ok = ((src_rows >= 0) & (src_rows < h)).view(n, 1, h, 1)
-    col_ok = ((src_cols >= 0) & (src_cols < w)).view(n, 1, 1, w)
-    return out * (row_ok & col_ok).to(x.dtype)
+@dataclass
+class Passes:
+    """One DSA call as three passes (:func:`apply_passes`); a pass that is None is skipped.
+
+    * ``color``: ``(shift, contrast, contrast x saturation)``, each ``[N, 1, 1, 1]``;
+    * ``theta``: ``[N, 2, 3]`` affine maps of the sampling grid (``align_corners=True``);
+    * ``keep``: ``[N, 1, H, W]``, 0 where cutout zeroes the image.
+    """
+
+    color: tuple[Tensor, Tensor, Tensor] | None = None
+    theta: Tensor | None = None
+    keep: Tensor | None = None
+
+    def tensors(self) -> list[Tensor]:
+        """The tensors that are set, in a fixed order."""
+        return [*(self.color or ()), *(t for t in (self.theta, self.keep) if t is not None)]
+
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> Passes:
+        """A copy with every tensor on ``device`` in ``dtype``."""
+        return Passes(*(None if v is None else tuple(t.to(device, dtype) for t in v) if isinstance(v, tuple)
+                        else v.to(device, dtype) for v in (self.color, self.theta, self.keep)))
 
 
-def _warp(x: Tensor, theta: Tensor) -> Tensor:
-    """Resample ``x`` through per-sample affine maps ``theta`` ``[N, 6]`` (bilinear, zero fill)."""
-    grid = F.affine_grid(theta.view(-1, 2, 3), list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, align_corners=True)
+def apply_passes(x: Tensor, passes: Passes) -> Tensor:
+    """Apply a DSA call's passes to ``x``: colour, then resampling, then cutout. Differentiable in ``x``."""
+    p = passes.to(x.device, x.dtype)
+    if p.color is not None:
+        # brightness, saturation and contrast in one: the image mean plus the shift, contrast times the grey
+        # level's offset from it, contrast x saturation times each channel's offset from the grey level
+        shift, contrast, chroma = p.color
+        grey, mean = x.mean(1, keepdim=True), x.mean((1, 2, 3), keepdim=True)
+        x = torch.addcmul(torch.addcmul(mean + shift, contrast, grey - mean), chroma, x - grey)
+    if p.theta is not None:
+        grid = F.affine_grid(p.theta, list(x.shape), align_corners=True)
+        x = F.grid_sample(x, grid, align_corners=True)
+    if p.keep is not None:
+        x = x * p.keep
+    return x
+
+
+def _theta(params: DSAParams, h: int, w: int) -> Tensor:
+    """The affine sampling map ``[N, 2, 3]`` (float64, output -> input, normalised coordinates with
+    ``align_corners=True``) of a crop, flip, scale or rotate draw."""
+    if params.op == "crop":  # out[i, j] = x[i - dy, j - dx]: sample one shift back, in units of 2 / (size - 1)
+        n = len(params.shift)
+        theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        dy, dx = params.shift.double().unbind(1)
+        theta[:, 0, 2] = -2 * dx / max(w - 1, 1)
+        theta[:, 1, 2] = -2 * dy / max(h - 1, 1)
+        return theta
+    if params.op == "flip":
+        sign = 1 - 2 * params.flip.double()
+        zero = torch.zeros_like(sign)
+        return torch.stack([sign, zero, zero, zero, zero + 1, zero], 1).view(-1, 2, 3)
+    if params.op == "scale":
+        sx, sy = params.scale.double().unbind(1)
+        zero = torch.zeros_like(sx)
+        return torch.stack([sx, zero, zero, zero, sy, zero], 1).view(-1, 2, 3)
+    angle = params.angle.double()  # rotate
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    return torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(-1, 2, 3)

@@ -193,12 +193,12 @@ def _recompute(fm, start, target, synthetic, labels, lr, plans, source, precisio
         gl = torch.dot(g, lam)
         if soft:
             h_theta, h_x, h_y = torch.autograd.grad(gl, [theta, x, labels])
-            grad_y.sub_(h_y, alpha=float(lr))  # ∂/∂y = -lr ∂g_i/∂y, like the pixels
+            grad_y.addcmul_(h_y, lr, value=-1)  # ∂/∂y = -lr ∂g_i/∂y, like the pixels
         else:
             h_theta, h_x = torch.autograd.grad(gl, [theta, x])
         # θ_{i+1} = θ_i - lr g_i(θ_i, x):  ∂/∂lr = -g_i,  ∂/∂x = -lr ∂g_i/∂x,  ∂/∂θ_i = I - lr H_i
         grad_lr -= gl.detach()
-        grad_x.sub_(h_x, alpha=float(lr))
+        grad_x.addcmul_(h_x, lr, value=-1)  # a tensor lr: no wait for the device (CUDA graphs)
         lam = lam - lr * h_theta
         thetas[i] = None  # free as we go
     if soft:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from mttlib.layers import Linear
 from mttlib.zoo import (ACTIVATIONS, MLP, NORMS, POOLINGS, VGG11, AlexNet, AvgPool2x2, LeNet, ResNet18,
                         activation_layer, conv_size, norm_layer, size_error)
 
@@ -30,7 +31,7 @@ class ConvNet(nn.Module):
     ``depth`` blocks of [conv 3x3 (``width`` channels, padding 1) -> norm -> activation ->
     pooling], then a linear classifier on the flattened feature map (``feature_shape``).
     28 px images get padding 3 in the first convolution, so they continue as 32 px images. The
-    average pooling is :class:`mttlib.zoo.AvgPool2x2`: the reference's ``nn.AvgPool2d(2, 2)`` as sums
+    average pooling is :class:`mttlib.layers.AvgPool2x2`: the reference's ``nn.AvgPool2d(2, 2)`` as sums
     of pairs, the same function with cheaper gradients on the CPU (rounding differs).
     Taught in notebook ``00_setup_and_data``.
     """
@@ -60,7 +61,7 @@ class ConvNet(nn.Module):
                 size //= 2
         self.features = nn.Sequential(*layers)
         self.feature_shape = (width, size, size)
-        self.classifier = nn.Linear(width * size * size, num_classes)
+        self.classifier = Linear(width * size * size, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[N, num_classes]`` for images ``[N, C, H, W]``."""

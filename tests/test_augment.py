@@ -92,13 +92,17 @@ def test_params_round_trip_through_a_safe_file(tmp_path):
 
 # --- each operation against an independent computation ------------------------------------------
 
-def test_flip_mirrors_exactly_the_chosen_samples():
+def _close(a, b):  # flip and crop resample at whole pixels: exact up to the rounding of the grid
+    return torch.allclose(a, b, rtol=0, atol=1e-12 if a.dtype == torch.float64 else 1e-5)
+
+
+def test_flip_mirrors_the_chosen_samples():
     x = _images(n=4)
     flip = torch.tensor([True, False, False, True])
     out = DSA("flip").apply(x, DSAParams("flip", flip=flip))
     for i in range(4):
         expected = x[i, :, :, torch.arange(7, -1, -1)] if flip[i] else x[i]
-        assert torch.equal(out[i], expected)
+        assert _close(out[i], expected)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (6, 10)])
@@ -107,11 +111,11 @@ def test_crop_is_a_zero_filled_shift(size):
     shift = torch.tensor([[2, -3], [0, 0], [-1, 4], [5, 1]])
     out = DSA("crop").apply(x, DSAParams("crop", shift=shift))
     for i, (dy, dx) in enumerate(shift.tolist()):
-        assert torch.equal(out[i], _shifted(x[i], dy, dx))
+        assert _close(out[i], _shifted(x[i], dy, dx))
         if dy == dx == 0:
-            assert torch.equal(out[i], x[i])
+            assert _close(out[i], x[i])
     # the source pixel moves down by dy, right by dx
-    assert out[0, :, 2 + 2, 5 - 3].equal(x[0, :, 2, 5])
+    assert _close(out[0, :, 2 + 2, 5 - 3], x[0, :, 2, 5])
 
 
 def test_cutout_zeroes_one_square_of_the_expected_side():

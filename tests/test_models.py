@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mttlib.models import MODEL_NAMES, FunctionalModel, make_model, parameter_count
+from mttlib.layers import InstanceNorm, Linear
 from mttlib.zoo import AvgPool2x2
 
 SIZES = (28, 32, 64, 128)
@@ -106,7 +107,8 @@ def test_default_convnet_structure(image_size, depth):
         assert (pool.kernel_size, pool.stride) == (2, 2)
     # conv -> norm -> activation -> pooling, in that order
     kinds = [type(m) for m in model.features]
-    assert kinds[:4] == [nn.Conv2d, nn.GroupNorm, nn.ReLU, AvgPool2x2]  # AvgPool2d(2, 2), computed by pair sums
+    # GroupNorm(C, C) and AvgPool2d(2, 2), with their second derivatives written out (mttlib.layers)
+    assert kinds[:4] == [nn.Conv2d, InstanceNorm, nn.ReLU, AvgPool2x2]
     # the feature map always ends at 4x4 with these depths
     linear = layers_of(model, nn.Linear)
     assert len(linear) == 1 and linear[0].in_features == 128 * 4 * 4
@@ -127,6 +129,59 @@ def test_pair_sum_pooling_is_avg_pool2d_with_its_gradients_in_float64():
     for odd in (torch.randn(2, 3, 7, 6, generator=g), torch.randn(2, 3, 8, 8, generator=g).contiguous(
             memory_format=torch.channels_last)):  # avg_pool2d's own path: floor on odd sides, any layout
         assert torch.equal(pool(odd), F.avg_pool2d(odd, 2, 2))
+
+
+def _second_derivatives(f, inputs, seed=1):
+    """Gradients of a loss of ``f(*inputs)``'s gradient: what a meta-gradient differentiates."""
+    g = torch.Generator().manual_seed(seed)
+    out = f(*inputs)
+    first = torch.autograd.grad((out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum(), inputs,
+                                create_graph=True)
+    loss = sum((d * torch.randn(d.shape, generator=g, dtype=d.dtype)).sum() for d in first)
+    second = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+    return [out, *first, *second]
+
+
+def test_instance_norm_is_group_norm_to_the_second_derivative_in_float64():
+    import torch.nn.functional as F
+    from torch.autograd import gradcheck, gradgradcheck
+
+    g = torch.Generator().manual_seed(0)
+    norm = InstanceNorm(3).double()
+    x = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w, b = (torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert isinstance(norm, nn.GroupNorm) and [n for n, _ in norm.named_parameters()] == ["weight", "bias"]
+
+    def ours(x, w, b):
+        return torch.func.functional_call(norm, {"weight": w, "bias": b}, (x,))
+
+    def theirs(x, w, b):
+        return F.group_norm(x, 3, w, b, 1e-5)
+
+    assert gradcheck(ours, (x, w, b)) and gradgradcheck(ours, (x, w, b))
+    for a, c in zip(_second_derivatives(ours, (x, w, b)), _second_derivatives(theirs, (x, w, b))):
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
+    first = torch.autograd.grad(ours(x, w, b).square().sum(), x, create_graph=True)[0]
+    with pytest.raises(RuntimeError, match="second order"):  # a third derivative is refused, not computed wrongly
+        torch.autograd.grad(first.square().sum(), x, create_graph=True)
+
+
+def test_linear_is_nn_linear_to_the_second_derivative_in_float64():
+    import torch.nn.functional as F
+    from torch.autograd import gradcheck, gradgradcheck
+
+    g = torch.Generator().manual_seed(0)
+    layer = Linear(7, 3).double()
+    x = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def ours(x, w, b):
+        return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
+
+    assert gradcheck(ours, (x, w, b)) and gradgradcheck(ours, (x, w, b))
+    for a, c in zip(_second_derivatives(ours, (x, w, b)), _second_derivatives(F.linear, (x, w, b))):
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
 
 
 def test_convnet_parameter_count_for_cifar10_by_hand():
