@@ -121,14 +121,13 @@ class DSA:
     def _cutout_side(self, h: int, w: int) -> tuple[int, int]:
         return int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
 
-    def passes(self, params: DSAParams, image_size: int | tuple[int, int], every: bool = False) -> Passes:
+    def passes(self, params: DSAParams, image_size: int | tuple[int, int]) -> Passes:
         """The draws of ``params`` as the three passes of :func:`apply_passes` (CPU tensors): the colour group
-        as one elementwise pass, crop, flip, scale and rotate as one resampling, cutout as a mask. Groups
-        not drawn are None, or with ``every`` the identity (a CUDA graph replays every pass every step)."""
+        as one elementwise pass, crop, flip, scale and rotate as one resampling, cutout as a mask; the groups
+        not drawn are None (:meth:`Passes.every` fills in identities)."""
         h, w = (image_size, image_size) if isinstance(image_size, int) else (int(s) for s in image_size)
         if params.op not in OPS + ("none",):
             raise ValueError(f"unknown DSA operation {params.op!r}; valid operations are {', '.join(OPS)}")
-        n = next((len(t) for t in params.tensors().values()), None)
         color = theta = keep = None
         if params.op == "color":
             rb, rs, rc = (r.double().view(-1, 1, 1, 1) for r in (params.brightness, params.saturation, params.contrast))
@@ -138,13 +137,6 @@ class DSA:
             keep = self._keep(params.centre, h, w)
         elif params.op != "none":
             theta = _theta(params, h, w)
-        if every:
-            if n is None:
-                raise ValueError("every=True needs the batch size: sample the parameters with n = batch size")
-            if color is None:
-                color = (torch.zeros(n, 1, 1, 1), torch.ones(n, 1, 1, 1), torch.ones(n, 1, 1, 1))
-            theta = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(n, 2, 3) if theta is None else theta
-            keep = torch.ones(n, 1, h, w) if keep is None else keep
         return Passes(color, theta, keep)
 
     def apply(self, x: Tensor, params: DSAParams) -> Tensor:
@@ -188,6 +180,13 @@ class Passes:
     def tensors(self) -> list[Tensor]:
         """The tensors that are set, in a fixed order."""
         return [*(self.color or ()), *(t for t in (self.theta, self.keep) if t is not None)]
+
+    def every(self, n: int, image_size: tuple[int, int]) -> Passes:
+        """All three passes, the identity where this one has None (a CUDA graph replays every pass every step)."""
+        one = torch.ones(n, 1, 1, 1)
+        return Passes(self.color or (torch.zeros(n, 1, 1, 1), one, one.clone()),
+                      torch.tensor([[1.0, 0, 0], [0, 1, 0]]).repeat(n, 1, 1) if self.theta is None else self.theta,
+                      torch.ones(n, 1, *image_size) if self.keep is None else self.keep)
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> Passes:
         """A copy with every tensor on ``device`` in ``dtype``."""

@@ -22,15 +22,17 @@ from mttlib import followups, param
 from mttlib.augment import DSA
 from mttlib.data import ImageData
 from mttlib.io import CorruptFileError
-from mttlib.matching import STRATEGIES, BatchSource, ImageBatchSource, meta_gradient
+from mttlib.matching import STRATEGIES, BatchSource, ImageBatchSource, check_meta_precision, meta_gradient
 from mttlib.memory import choose_strategy
 from mttlib.models import FunctionalModel, make_model
 from mttlib.presets import Preset
-from mttlib.train import check_precision, derive_seed, pick_device
+from mttlib.graphs import StaticMetaGradient, can_capture
+from mttlib.sampling import Draw, ExpertSampler, run_seeds
+from mttlib.train import check_precision, pick_device
 from mttlib.trajectory import Trajectory
 
 __all__ = ["INITS", "DistillConfig", "class_major_labels", "init_synthetic", "ExpertSampler", "Draw", "Distiller",
-           "DistillationDiverged"]
+           "DistillationDiverged", "run_seeds"]
 
 INITS = ("real", "noise", "real-correct")
 CHECKPOINT_FORMAT = "mttlib.distill.checkpoint/1"
@@ -42,8 +44,8 @@ class DistillConfig:
 
     N ``syn_steps`` on ``batch_syn`` images (None: all) cover M ``expert_epochs``; start epochs
     come from ``[0, max_start_epoch)``; ``lr_img``/``lr_lr`` train the pixels and ``syn_lr`` (which
-    starts at ``lr_teacher``); ``precision`` is the student's forward (``"bf16"``, CUDA's ``"fp16"``;
-    :func:`mttlib.train.autocast`). The fields after ``preset`` are the follow-ups.
+    starts at ``lr_teacher``); ``precision`` is the student's forward (``"fp32"`` or ``"bf16"``;
+    :func:`mttlib.train.autocast`; float16 is refused, :func:`mttlib.matching.check_meta_precision`). The fields after ``preset`` are the follow-ups.
     """
 
     dataset: str
@@ -77,10 +79,11 @@ class DistillConfig:
     start_epoch_rise: int = 0
     ema_decay: float | None = None
     param: str = "pixels"  # how the images are learned: pixels or a basis (mttlib.param)
+    cuda_graph: bool = True  # on CUDA, replay each iteration's meta-gradient as a CUDA graph (mttlib.graphs)
 
     # fields that may change when a run is resumed (they do not change what was computed so far)
     TUNABLE = ("iterations", "lr_img", "lr_lr", "lr_label", "strategy", "checkpoint_every", "snapshot_every",
-               "preset")
+               "preset", "cuda_graph")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +103,7 @@ class DistillConfig:
             raise ValueError(f"init must be one of {INITS} and strategy 'auto' or one of {STRATEGIES}; got "
                              f"init={self.init!r}, strategy={self.strategy!r}")
         check_precision(self.precision)
+        check_meta_precision(self.precision)
         followups.validate_config(self)
         param.validate(self.param)
 
@@ -173,51 +177,6 @@ class DistillationDiverged(RuntimeError):
     """The run produced a non-finite loss, gradient or image, or a step size ``syn_lr <= 0``."""
 
 
-class ExpertSampler:
-    """Draws ``(expert, start epoch)`` uniformly, from its own seeded generator (checkpointed)."""
-
-    def __init__(self, num_experts: int, max_start_epoch: int, seed: int) -> None:
-        if num_experts < 1 or max_start_epoch < 1:
-            raise ValueError(f"need experts and max_start_epoch >= 1, got {num_experts} and {max_start_epoch}")
-        self.num_experts, self.max_start_epoch = int(num_experts), int(max_start_epoch)
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def sample(self, low: int = 0, high: int | None = None) -> tuple[int, int]:
-        """The next ``(expert index, start epoch)``, the start epoch uniform in ``[low, high)``
-        (default ``[0, max_start_epoch)``; a start-epoch schedule passes its window)."""
-        high = self.max_start_epoch if high is None else int(high)
-        if not 0 <= low < high:
-            raise ValueError(f"need 0 <= low < high for the start epochs, got [{low}, {high})")
-        expert = int(torch.randint(self.num_experts, (1,), generator=self.generator))
-        return expert, int(low) + int(torch.randint(high - int(low), (1,), generator=self.generator))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the same sequence of draws."""
-        return {"num_experts": self.num_experts, "max_start_epoch": self.max_start_epoch,
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (the counts must match)."""
-        if (state["num_experts"], state["max_start_epoch"]) != (self.num_experts, self.max_start_epoch):
-            raise ValueError(f"the checkpoint sampled from {state['num_experts']} experts below start epoch "
-                             f"{state['max_start_epoch']}; resume with the same experts and max_start_epoch")
-        self.generator.set_state(state["generator"])
-
-
-def run_seeds(seed: int) -> dict[str, int]:
-    """The independent seeds of a run: initialisation, the loop's plans and the expert sampler."""
-    return {name: derive_seed("mttlib.distill", int(seed), name) for name in ("init", "loop", "sampler")}
-
-
-@dataclass
-class Draw:
-    """The randomness of one iteration: which expert, which start epoch, the student's plans."""
-    expert: int
-    start_epoch: int
-    plans: list[dict[str, Any]]
-    start_upper: int  # the start epoch was drawn below this bound (it rises with DATM's schedule)
-
-
 class Distiller:
     """The distillation state and one iteration at a time (:meth:`step`); no files.
 
@@ -285,6 +244,8 @@ class Distiller:
         self.generator = torch.Generator().manual_seed(seeds["loop"])
         self.sampler = ExpertSampler(len(self.experts), config.max_start_epoch, seeds["sampler"])
         self.iteration, self.metrics = 0, []
+        self.capture: StaticMetaGradient | bool | None = None  # the CUDA graph, False without one, None: not decided
+        self.capture_note = ""
         self.last_jump = 0.0  # relative size of the last pixel update, for diagnosing divergence
 
     @property
@@ -326,9 +287,17 @@ class Distiller:
         began, draw = time.perf_counter(), self.draw()
         start, target = self.segment(draw)
         labels = self.labels if self.label_logits is None else self.label_logits
-        loss, grad_images, grad_lr, *grad_labels = meta_gradient(self.fm, start, target, self.images, labels,
-                                                                 self.syn_lr, draw.plans, self.source, self.strategy,
-                                                                 self.config.precision)
+        if self.capture is None:  # decided at the first step, after a checkpoint may have been loaded
+            self.capture_note = can_capture(self.device, self.source, labels, self.config.precision) \
+                if self.config.cuda_graph else "cuda_graph is off"
+            self.capture = False if self.capture_note else StaticMetaGradient(
+                self.fm, self.source, self.images, self.labels, self.syn_lr, self.config.syn_steps, self.strategy)
+        if self.capture:
+            loss, grad_images, grad_lr, *grad_labels = self.capture(start, target, draw.plans)
+        else:
+            loss, grad_images, grad_lr, *grad_labels = meta_gradient(
+                self.fm, start, target, self.images, labels, self.syn_lr, draw.plans, self.source, self.strategy,
+                self.config.precision)
         lr_used, where = float(self.syn_lr.detach()), f"at iteration {self.iteration}"
         if not all(torch.isfinite(g).all() for g in (loss, grad_lr, grad_images, *grad_labels)):
             what = "loss" if not torch.isfinite(loss) else "gradient"

@@ -114,8 +114,10 @@ def initial_label_logits(config: Any, fm: FunctionalModel, experts: Sequence[Tra
 
 
 def correctly_classified(fm: FunctionalModel, theta: Tensor, data: ImageData, batch: int = 500,
-                         device: str | torch.device = "cpu") -> Tensor:
-    """Boolean ``[N]`` (CPU): which training images of ``data`` the network ``theta`` gets right."""
+                         device: str | torch.device | None = None) -> Tensor:
+    """Boolean ``[N]`` (CPU): which training images of ``data`` the network ``theta`` gets right (on
+    ``device``, by default where the network is)."""
+    device = next(fm.module.parameters()).device if device is None else device
     labels = data.train_labels.cpu()
     ok = [expert_logits(fm, theta, data.preprocess(data.train_images[i:i + batch], device)).argmax(1).cpu()
           == labels[i:i + batch] for i in range(0, labels.shape[0], batch)]

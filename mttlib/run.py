@@ -148,7 +148,8 @@ def distill(config: DistillConfig, experts: Sequence[Trajectory], data: ImageDat
     finally:
         if bar is not None:
             bar.close()
-    return DistillResult(images=run.images.detach().clone(), labels=run.labels.clone(),
+    # what the library hands back is on the CPU, as in the files, whatever device the run used
+    return DistillResult(images=run.images.detach().cpu().clone(), labels=run.labels.cpu().clone(),
                          syn_lr=float(run.syn_lr.detach()), metrics=list(run.metrics), config=config, out_dir=out,
                          **run.extras.outputs())
 

@@ -180,7 +180,7 @@ def test_real_correct_init_picks_images_the_expert_gets_right():
     with pytest.warns(RuntimeWarning, match="eligible") if min(counts) < ipc else _nothing():
         run = D.Distiller(config(ipc=ipc, init="real-correct", label_epoch=2), experts, data)
     real = data.preprocess(data.train_images)
-    for img, lab in zip(run.images.detach(), run.labels):
+    for img, lab in zip(run.images.detach().cpu(), run.labels.cpu()):  # the run's state lives on its device
         hits = [k for k in range(len(real)) if torch.equal(real[k], img)]
         assert len(hits) == 1 and int(data.train_labels[hits[0]]) == int(lab)
         if counts[int(lab)] >= ipc:

@@ -21,7 +21,7 @@ MODULE_BUDGET, MATCHING_BUDGET, TOTAL_BUDGET = 400, 250, 7000
 # Imports run one way: a module may import modules of its own layer or below, never above.
 LAYERS = [
     ("io",), ("zca", "folders"), ("data",), ("imagenet",), ("presets",), ("layers",), ("zoo", "augment", "param"), ("models",),
-    ("train",), ("trajectory",), ("experts",), ("matching",), ("memory",), ("followups",), ("distill",),
+    ("train",), ("trajectory",), ("experts", "sampling"), ("matching",), ("memory", "graphs"), ("followups",), ("distill",),
     ("run", "texture", "judge"), ("released", "evaluate"), ("ranking",), ("viz",), ("widgets",), ("demo",), ("cli",),
     ("__init__", "__main__"),
 ]
