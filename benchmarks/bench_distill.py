@@ -54,15 +54,21 @@ def _rss_mb() -> float:
 
 
 def _measure(step, iters: int) -> dict:
-    """Time ``iters`` calls of ``step`` (wall and process CPU seconds) and read this process's memory and the
-    machine's load around them: the fields every side reports."""
+    """Time ``iters`` calls of ``step`` (wall and process CPU seconds; on CUDA each call waits for the GPU to
+    finish) and read this process's memory and the machine's load around them: the fields every side reports."""
     import torch
+
+    def sync() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
 
     baseline, load_before = _rss_mb(), os.getloadavg()[0]
     times, cpu = [], []
     for _ in range(iters):
+        sync()
         began, began_cpu = time.perf_counter(), time.process_time()
         step()
+        sync()
         times.append(time.perf_counter() - began)
         cpu.append(time.process_time() - began_cpu)
     return {"s_per_iter": round(statistics.median(times), 3), "s_min": round(min(times), 3),
@@ -123,11 +129,16 @@ def child(spec: dict) -> dict:
     expert = Trajectory(torch.cat([start[None], start[None] + walk]), {"config": {"zca": False}})
     config = D.DistillConfig(dataset=data.name, ipc=spec["ipc"], model="convnet", model_kwargs={"width": width},
                              syn_steps=spec["syn_steps"], expert_epochs=2, max_start_epoch=2, init="noise",
-                             lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01, iterations=spec["iters"],
-                             strategy=spec["strategy"])
+                             lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01, iterations=spec["iters"] + 1,
+                             strategy=spec["strategy"], cuda_graph=bool(spec.get("cuda_graph", True)))
     distiller = D.Distiller(config, [expert], data, device=spec.get("device"))
     _warm_up(distiller)
+    began = time.perf_counter()
+    distiller.step()  # the first iteration records the CUDA graph where there is one
+    first_s = time.perf_counter() - began
     measured = _measure(distiller.step, spec["iters"])
+    measured.update(first_iteration_s=round(first_s, 3), cuda_graph=bool(distiller.capture),
+                    capture_note=distiller.capture_note)
     n = classes * spec["ipc"]
     estimate = memory.estimate_memory(model, n, (3, size, size), spec["syn_steps"], spec["strategy"], num_images=n)
     return {"strategy": spec["strategy"], "ipc": spec["ipc"], "syn_steps": spec["syn_steps"], "width": width,
@@ -166,15 +177,16 @@ def reference_child(spec: dict) -> dict:
     ConvNet, ReparamModule, DiffAugment, ParamDiffAug = _import_reference(spec["reference"])
     torch.manual_seed(0)
     classes, size, width, n = 10, 32, spec["width"], 10 * spec["ipc"]
+    device = torch.device(spec.get("device") or "cpu")
     net = ConvNet(channel=3, num_classes=classes, net_width=width, net_depth=3, net_act="relu",
-                  net_norm="instancenorm", net_pooling="avgpooling", im_size=(size, size))
+                  net_norm="instancenorm", net_pooling="avgpooling", im_size=(size, size)).to(device)
     start = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     student_net = ReparamModule(net)  # takes the parameters out of net
     target = start + 0.01 * torch.randn_like(start)
     num_params = start.numel()
-    images = torch.randn(n, 3, size, size).requires_grad_(True)
-    labels = torch.arange(classes).repeat_interleave(spec["ipc"])
-    syn_lr = torch.tensor(0.01).requires_grad_(True)
+    images = torch.randn(n, 3, size, size, device=device).requires_grad_(True)
+    labels = torch.arange(classes, device=device).repeat_interleave(spec["ipc"])
+    syn_lr = torch.tensor(0.01, device=device).requires_grad_(True)
     opt_img = torch.optim.SGD([images], lr=100.0, momentum=0.5)
     opt_lr = torch.optim.SGD([syn_lr], lr=1e-7, momentum=0.5)
     param = ParamDiffAug()

@@ -218,6 +218,7 @@ def main() -> None:
         "cpu_seconds_median": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
         "ratio_mttlib_to_plain": round(median["mttlib"] / median["plain"], 3),
         "ratio_to_mttlib": {k: round(median[k] / median["mttlib"], 3) for k in extra},
+        "ratio_to_plain": {k: round(median[k] / median["plain"], 3) for k in extra},
         "max_abs_diff_to_mttlib": {k: float((finals[k] - finals["mttlib"]).abs().max()) for k in extra},
         "warmup_s": warmup_s,
         "cpu_ratio_plain_to_mttlib": round(statistics.median(cpu["plain"]) / statistics.median(cpu["mttlib"]), 3),

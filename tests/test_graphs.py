@@ -164,3 +164,20 @@ def test_cuda_graph_loop_follows_the_eager_loop(strategy):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
     assert on.capture and on.capture.graph, on.capture_note
     assert torch.allclose(on.images, off.images, rtol=1e-3, atol=1e-4)
+
+
+# --- operator calls -------------------------------------------------------------------------------------------
+
+def test_a_student_step_makes_at_most_450_operator_calls_at_the_paper_ipc10_shape():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_ops
+    finally:
+        sys.path.pop(0)
+    unroll = bench_ops.count("unroll", width=8, steps=12)
+    assert unroll["calls_per_step"] <= 450, unroll  # 739 before the layers were written out
+    recompute = bench_ops.count("recompute", width=8, steps=12)
+    assert recompute["calls_per_step"] <= 550, recompute  # 888 before; a second forward is its price
