@@ -79,7 +79,7 @@ class DistillConfig:
     start_epoch_rise: int = 0
     ema_decay: float | None = None
     param: str = "pixels"  # how the images are learned: pixels or a basis (mttlib.param)
-    cuda_graph: bool = True  # on CUDA, replay each iteration's meta-gradient as a CUDA graph (mttlib.graphs)
+    cuda_graph: bool = False  # on CUDA, replay each iteration's meta-gradient as a CUDA graph (mttlib.graphs)
 
     # fields that may change when a run is resumed (they do not change what was computed so far)
     TUNABLE = ("iterations", "lr_img", "lr_lr", "lr_label", "strategy", "checkpoint_every", "snapshot_every",

@@ -201,6 +201,7 @@ def test_can_compile_needs_a_cpp_compiler_on_the_cpu(monkeypatch):
     assert T.can_compile("cpu")
     monkeypatch.setattr(T.sys, "platform", "win32")  # inductor wants MSVC there: the kit does not try
     assert not T.can_compile("cpu")
+    assert not T.can_compile("cuda:0")  # compiling did not pay off on CUDA; its graph step is opt-in
 
 
 def fake_run(precision: str, device: str = "cpu") -> Distiller:
