@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from mttlib import demo, distill, evaluate, experts, memory, ranking, released, run, texture, trajectory, viz
+from mttlib import demo, distill, evaluate, experts, memory, ranking, released, reproduce, run, texture, trajectory, viz
 from mttlib.data import EMBEDDED_DATASET, dataset_names, load_dataset
 from mttlib.models import make_model
-from mttlib.io import CorruptFileError, outputs_dir, runs_dir
+from mttlib.io import CorruptFileError, runs_dir
 from mttlib.presets import SIZES, followup_overrides, get_preset
 from mttlib.train import pick_device
 
@@ -34,8 +34,9 @@ USER_ERRORS = (OSError, ValueError, KeyError, CorruptFileError, distill.Distilla
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), *,
                      aliases: dict[str, tuple[str, ...]] | None = None, title: str = "configuration",
                      unset: str = "the preset's", note: str | None = None) -> None:
-    """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans), dest = the field, left at None when
-    not given: the value comes from elsewhere (``unset`` says where, ``note`` adds more, once for the group)."""
+    """One ``--field-name`` per dataclass field (``--x/--no-x`` for booleans, ``--x 1 10`` for tuples), dest = the
+    field, left at None when not given: the value comes from elsewhere (``unset`` says where, ``note`` adds more, once
+    for the group); a field's ``metadata["help"]`` replaces its help."""
     group = parser.add_argument_group(title, note)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -45,12 +46,12 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # int | None -> int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        kind = kind if kind in (bool, int, float, str) else json.loads  # dicts (model_kwargs) are JSON
+        many, text = typing.get_origin(kind) is tuple, f.metadata.get("help", f"{f.name} (default {unset})")
+        kind = typing.get_args(kind)[0] if many else kind if kind in (bool, int, float, str) else json.loads  # dicts
         if kind is bool:
-            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                               help=f"{f.name} (default {unset})")
+            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
         else:
-            group.add_argument(*names, dest=f.name, type=kind, help=f"{f.name} (default {unset})",
+            group.add_argument(*names, dest=f.name, type=kind, help=text, nargs="+" if many else None,
                                metavar="JSON" if kind is json.loads else kind.__name__.upper())
 
 
@@ -215,7 +216,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- textures and the demo -----------------------------------------------------------------------
+# --- textures -----------------------------------------------------------------------------------
 
 
 def _texture_distill(args: argparse.Namespace) -> int:
@@ -258,15 +259,6 @@ def _texture_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (where / "png" if where.is_dir() else where.with_name(where.stem + "_png"))
     paths = texture.export_pngs(tex["images"], tex["labels"], classes, pixels, out, args.upscale, args.repeats)
     print(f"wrote {len(paths)} PNGs to {out}")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    out, start = outputs_dir(args.out).resolve(), time.perf_counter()
-    timings = demo.run_demo(out, runs_dir(args.runs).resolve(), smoke=args.smoke, only=args.only)
-    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.\nReport:             "
-          f"{demo.write_report(out, timings)}\nExecuted notebooks: {out / 'notebooks'}\nFigures:            "
-          f"{out / 'figures'}")
     return 0
 
 
@@ -383,7 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, help="experts and runs folder (default runs/ or $MTT_RUNS)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds per notebook")
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these, e.g. 00 01")
-    p.set_defaults(run=_demo)
+    p.set_defaults(run=lambda a: demo.main(a.out, a.runs, a.smoke, a.only))
+
+    p = sub.add_parser("reproduce", parents=[debug], help="the paper's CIFAR-10 table in one command: experts, "
+                       "distillation at ipc 1 and 10, evaluation, random real, beside the paper's numbers (resumable)")
+    add_config_flags(p, reproduce.Options, skip=("device", "data_root", "progress"), title="reproduce.Options")
+    _common(p, runs=False)
+    p.set_defaults(run=lambda a: reproduce.main(reproduce.Options(**config_values(a, reproduce.Options),
+                                                                  progress=not a.no_progress)))
     return parser
 
 

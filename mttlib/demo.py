@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from mttlib.io import KIT_ROOT, atomic_write_text
+from mttlib.io import KIT_ROOT, atomic_write_text, outputs_dir, runs_dir
 
 NOTEBOOKS = KIT_ROOT / "notebooks"
 
@@ -71,6 +71,18 @@ def run_demo(out: Path, runs: Path, smoke: bool = False, only: list[str] | None 
         timings.append((name, seconds))
         print(f" done in {seconds:.0f} s")
     return timings
+
+
+def main(out: str | Path | None = None, runs: str | Path | None = None, smoke: bool = False,
+         only: list[str] | None = None) -> int:
+    """``python -m mttlib demo``: the notebooks into ``out`` (default outputs/) sharing the runs folder ``runs``
+    (default runs/), then the report; prints where everything is and returns the exit status 0."""
+    out, start = outputs_dir(out).resolve(), time.perf_counter()
+    timings = run_demo(out, runs_dir(runs).resolve(), smoke=smoke, only=only)
+    print(f"\n{len(timings)} notebooks in {time.perf_counter() - start:.0f} s.\nReport:             "
+          f"{write_report(out, timings)}\nExecuted notebooks: {out / 'notebooks'}\nFigures:            "
+          f"{out / 'figures'}")
+    return 0
 
 
 def _accuracy_rows(results_dir: Path) -> list[dict]:

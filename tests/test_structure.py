@@ -15,14 +15,15 @@ import pytest
 LIB = Path(__file__).resolve().parent.parent / "mttlib"
 # The total grew from 5,500 (the reorganisation's target) to make room for presets derived for any
 # dataset, the full-data ceiling with the DD-Ranking scores, and mixed precision; then to 7,000 for CUDA
-# graph capture, the paper's table in one command and parameterised images.
-MODULE_BUDGET, MATCHING_BUDGET, TOTAL_BUDGET = 400, 250, 7000
+# graph capture, the paper's table in one command and parameterised images; then to 7,300 when the
+# paper's table (mttlib.reproduce, 360 lines) arrived after the others had used the room planned for it.
+MODULE_BUDGET, MATCHING_BUDGET, TOTAL_BUDGET = 400, 250, 7300
 
 # Imports run one way: a module may import modules of its own layer or below, never above.
 LAYERS = [
     ("io",), ("zca", "folders"), ("data",), ("imagenet",), ("presets",), ("layers",), ("zoo", "augment", "param"), ("models",),
     ("train",), ("trajectory",), ("experts", "sampling"), ("matching",), ("memory", "graphs"), ("followups",), ("distill",),
-    ("run", "texture", "judge"), ("released", "evaluate"), ("ranking",), ("viz",), ("widgets",), ("demo",), ("cli",),
+    ("run", "texture", "judge"), ("released", "evaluate"), ("ranking",), ("reproduce",), ("viz",), ("widgets",), ("demo",), ("cli",),
     ("__init__", "__main__"),
 ]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
