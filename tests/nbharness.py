@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from mttlib import demo
+
 from mttlib.viz import RESULTS_MARKER
 
 KIT = Path(__file__).resolve().parent.parent
@@ -58,7 +60,7 @@ def run_notebook(name: str, out_dir: Path | None = None, **params) -> dict:
         pm.execute_notebook(
             str(notebook_path(name)), str(executed), parameters=params, kernel_name="python3",
             cwd=str(NOTEBOOKS), execution_timeout=CELL_TIMEOUT_S, progress_bar=False,
-            start_timeout=KERNEL_START_TIMEOUT_S,
+            start_timeout=KERNEL_START_TIMEOUT_S, **demo._kernel_options(),  # as make demo: no TCP warning
         )
     finally:
         if env_backup is None:
