@@ -47,8 +47,9 @@ STAGE_KINDS = ("data", "experts", "distill", "evaluate", "random-real", "total")
 
 #: What a unit of work costs on one H200-class GPU, to plan ``--size gpu``. ASSUMPTIONS, not measured by this
 #: command: the first two come from a first run of the kit (0.2.0) on one H200 (expert training at width 128 ran at
-#: 35,000-50,000 images/s; an ipc 10 iteration of 30 student steps took 0.1-0.34 s, here the slower end), the last
-#: two are guesses. Replace them by measured values once ``reproduce --size gpu --device cuda`` has run.
+#: 35,000 images/s, a plain PyTorch loop at 50,000; an ipc 10 iteration of 30 student steps took 0.34 s with
+#: ``unroll``, the slow end of the 0.1-0.34 s expected since), the last two are guesses. Replace them by measured
+#: values once ``reproduce --size gpu --device cuda`` has run.
 GPU_COSTS = {
     "expert_images_per_s": 35_000.0,  # expert training, width 128, DSA
     "student_step_s": 0.34 / 30,  # one student step of a distillation iteration (bound by kernel launches)
