@@ -1,4 +1,4 @@
-"""The ConvNet's instance norm and 2x2 average pooling, with their derivatives written out.
+"""The ConvNet's instance norm, 2x2 average pooling and classifier, with their derivatives written out.
 
 A distillation iteration differentiates *through* the student's gradient steps, so every layer is
 differentiated twice: once for the student's gradient, once more for the meta-gradient. PyTorch
@@ -7,9 +7,10 @@ calls per instance norm per student step, half the calls of a whole step), and o
 costs a kernel launch. Here the first derivative is PyTorch's own fused kernel and the second is
 written out in about 25 operations, so a student step needs far fewer operator calls on every
 device, with the same values up to float rounding (checked in float64 against autograd, in
-``tests/test_models.py``). The pooling's derivative is another pooling, written the same way.
+``tests/test_models.py``). The pooling's derivative is another pooling, written the same way, and the
+classifier's second derivative is three matrix products.
 
-The modules keep the parameter names and order of ``nn.GroupNorm`` and ``nn.AvgPool2d``, so expert
+The modules keep the parameter names and order of ``nn.GroupNorm``, ``nn.AvgPool2d`` and ``nn.Linear``, so expert
 trajectories do not change. Derivatives of third order are refused (the kit never needs them). Under
 autocast (``precision="bf16"``/``"fp16"``) the layers are PyTorch's own.
 """
