@@ -121,13 +121,14 @@ def _load() -> float | None:
 
 
 def run_ipc(data: ImageData, expert_cfg: ExpertConfig, num_experts: int, config: DistillConfig, runs: Path,
-            device: torch.device, eval_runs: int, eval_epochs: int, progress: bool) -> dict[str, Any]:
-    """Experts (reused when present), distillation and both evaluations for one ipc."""
+            device: torch.device, eval_runs: int, eval_epochs: int, progress: bool, tag: str = "") -> dict[str, Any]:
+    """Experts (reused when present), distillation and both evaluations for one ipc; ``tag`` names the run
+    folder of a variant (``--set``), so variants on the same experts never resume each other's runs."""
     t0 = time.perf_counter()
     trajs = ensure_experts(data, expert_cfg, num_experts, expert_dir(runs, expert_cfg), device=device,
                            progress=progress)
     t1 = time.perf_counter()
-    result = distill(config, trajs, data, runs / "distill" / f"ipc{config.ipc}", device=device, resume=True,
+    result = distill(config, trajs, data, runs / "distill" / f"ipc{config.ipc}{tag}", device=device, resume=True,
                      progress=progress)
     t2 = time.perf_counter()
     recipe = dict(model=config.model, model_kwargs=config.model_kwargs, num_runs=eval_runs, epochs=eval_epochs,
@@ -140,7 +141,7 @@ def run_ipc(data: ImageData, expert_cfg: ExpertConfig, num_experts: int, config:
     return {"ipc": config.ipc, "distilled_pct": pct(distilled), "random_real_pct": pct(real),
             "syn_lr": result.syn_lr, "iterations": len(result.metrics),
             "settings": {k: getattr(config, k) for k in ("syn_steps", "expert_epochs", "max_start_epoch", "lr_img",
-                                                          "lr_lr", "lr_teacher", "zca", "model_kwargs")},
+                                                          "lr_lr", "lr_teacher", "zca", "model_kwargs", "param")},
             "final_loss_mean_last10": sum(m["loss"] for m in result.metrics[-10:]) / min(10, len(result.metrics)),
             "experts": num_experts, "expert_epochs_trained": expert_cfg.epochs,
             "seconds": {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1), "evaluate": round(t3 - t2, 1)}}
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if data is None:
             data = load_dataset(dataset, zca=config.zca)
         rows.append(run_ipc(data, expert_cfg, num_experts, config, runs, device, args.eval_runs,
-                            args.eval_epochs, args.progress))
+                            args.eval_epochs, args.progress, "".join(f"-{p}" for p in sorted(args.set))))
     print(json.dumps({"size": args.size, "zca": data.zca is not None if data is not None else None, "dataset": data.name if data is not None else None,
                       "train_images": int(data.train_images.shape[0]) if data is not None else 0,
                       "eval": {"runs": args.eval_runs, "epochs": args.eval_epochs, "model": "convnet width 32"},

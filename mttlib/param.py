@@ -139,7 +139,7 @@ class Pyramid(ImageParam):
 
     name = "pyramid"
 
-    def __init__(self, shape: Shape, levels: int = 8) -> None:
+    def __init__(self, shape: Shape, levels: int = 4) -> None:
         c, h, w = (int(s) for s in shape)
         sides = [(h, w)]
         while len(sides) < levels and sides[-1][0] % 2 == 0 and sides[-1][1] % 2 == 0:
