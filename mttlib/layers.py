@@ -5,7 +5,7 @@ differentiated twice: once for the student's gradient, once more for the meta-gr
 builds the second derivative of its norm kernels from dozens of small operations (about 140 operator
 calls per instance norm per student step, half the calls of a whole step), and on a GPU each call
 costs a kernel launch. Here the first derivative is PyTorch's own fused kernel and the second is
-written out in about 25 operations, so a student step needs far fewer operator calls on every
+written out in about 40 mostly small operations, so a student step needs far fewer operator calls on every
 device, with the same values up to float rounding (checked in float64 against autograd, in
 ``tests/test_models.py``). The pooling's derivative is another pooling, written the same way, and the
 classifier's second derivative is three matrix products.
@@ -46,6 +46,12 @@ def _mean(v: Tensor) -> Tensor:
     return v.mean((2, 3), keepdim=True)
 
 
+def _dot_mean(u: Tensor, v: Tensor) -> Tensor:
+    """``mean(u v)`` per image and channel, ``[N, C, 1, 1]``, without a full-size product in memory."""
+    n, c, h, w = u.shape
+    return torch.bmm(u.view(n * c, 1, h * w), v.view(n * c, h * w, 1)).view(n, c, 1, 1) * (1.0 / (h * w))
+
+
 class _InstanceNormGrad(torch.autograd.Function):
     """``(dx, dweight, dbias)`` of the instance norm for the upstream gradient ``dy``; its own
     backward is the norm's second derivative, written out."""
@@ -60,24 +66,32 @@ class _InstanceNormGrad(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         dy, _, weight, xh, _, rstd = inputs
-        ctx.save_for_backward(dy, weight, xh, rstd, output[0])
+        ctx.save_for_backward(dy, weight, xh, rstd)
 
     @staticmethod
     def backward(ctx: Any, a: Tensor, alpha: Tensor, beta: Tensor) -> tuple:
         _refuse_third_order(a, alpha, beta)
-        # dx = r P(g), g = dy w, P(v) = v - mean(v) - xh mean(xh v) (symmetric), and d xh = r P(d x). The
-        # cotangents a, alpha, beta belong to dx, dweight and dbias; every mean is per image and channel.
-        dy, weight, xh, r, dx = ctx.saved_tensors
+        # With g = dy w, P(v) = v - mean(v) - xh mean(xh v) (symmetric) and d xh = r P(d x): dx = r P(g). The
+        # cotangents a, alpha, beta belong to dx, dweight and dbias; means are per image and channel. Written
+        # as per-(image, channel) coefficients times dy, a and xh, each result is two or three full-size passes.
+        dy, weight, xh, r = ctx.saved_tensors
         w, alpha, beta = _channel(weight), _channel(alpha), _channel(beta)
-        mean_a_xh = _mean(a * xh)
-        r_pa = r * (a - _mean(a) - xh * mean_a_xh)  # r P(a)
-        grad_dy = torch.addcmul(torch.addcmul(beta, alpha, xh), w, r_pa)
-        grad_w = (dy * r_pa).sum((0, 2, 3))
+        m_a, m_dy = _mean(a), _mean(dy)
+        m_a_xh, m_dy_xh, m_dy_a = _dot_mean(a, xh), _dot_mean(dy, xh), _dot_mean(dy, a)
+        wr = w * r
+        q = torch.addcmul(torch.addcmul(m_dy_a, m_a, m_dy, value=-1), m_a_xh, m_dy_xh, value=-1)  # mean(P(a) dy)
+        grad_w = (r * q).sum((0, 2, 3)) * (xh.shape[2] * xh.shape[3])
+        # beta + alpha xh + w r P(a)
+        grad_dy = torch.addcmul(torch.addcmul(torch.addcmul(beta, wr, m_a, value=-1),
+                                              torch.addcmul(alpha, wr, m_a_xh, value=-1), xh), wr, a)
         # x moves dweight = sum(dy xh) through xh, and dx through r and through the xh inside P
-        mean_dy_xh = _mean(dy * xh)
-        inner = (alpha * (dy - _mean(dy)) - xh * (alpha * mean_dy_xh + _mean(a * dx))
-                 - (w * mean_dy_xh) * r_pa - mean_a_xh * dx)
-        return grad_dy, r * inner, grad_w, None, None, None
+        u, ra = wr * r, r * alpha
+        k, u_m = u * m_dy_xh, u * m_a_xh
+        grad_x = torch.addcmul(torch.addcmul(torch.addcmul(k * m_a, ra, m_dy, value=-1), u_m, m_dy),
+                               ra - u_m, dy)
+        grad_x.addcmul_(k, a, value=-1)
+        grad_x.addcmul_(torch.addcmul(torch.addcmul(ra * m_dy_xh, u, q), k, m_a_xh, value=-2), xh, value=-1)
+        return grad_dy, grad_x, grad_w, None, None, None
 
 
 class _InstanceNormFn(torch.autograd.Function):
@@ -121,40 +135,40 @@ class _Unpool(torch.autograd.Function):
     """The adjoint of 2x2 average pooling: each value spread over its 2x2 block, times 1/4."""
 
     @staticmethod
-    def forward(dy: Tensor) -> Tensor:
-        return torch.ops.aten.upsample_nearest2d(dy * 0.25, [2 * dy.shape[2], 2 * dy.shape[3]])
+    def forward(dy: Tensor, shape: torch.Size) -> Tensor:
+        like = dy.new_empty(()).expand(shape)  # only its shape is read
+        return torch.ops.aten.avg_pool2d_backward(dy, like, [2, 2], [2, 2], [0, 0], False, True, None)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         pass
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:
-        return _Pool.apply(g)
+    def backward(ctx: Any, g: Tensor) -> tuple:
+        return _Pool.apply(g), None
 
 
 class _Pool(torch.autograd.Function):
-    """2x2 average pooling of an even-sized map as sums of neighbour pairs (rows, then columns)."""
+    """2x2 average pooling of an even-sized map."""
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        return x.view(n, c, h // 2, 2, w // 2, 2).sum((3, 5)) * 0.25
+        return torch.nn.functional.avg_pool2d(x, 2, 2)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        pass
+        ctx.shape = inputs[0].shape
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> Tensor:
-        return _Unpool.apply(dy)
+        return _Unpool.apply(dy, ctx.shape)
 
 
 class AvgPool2x2(nn.AvgPool2d):
-    """``nn.AvgPool2d(2, 2)`` computed as two sums of neighbour pairs, its derivative spreading each
-    value back over its block: the same function and gradients up to float rounding, in fewer and
-    cheaper operations than ``avg_pool2d``'s kernels on the CPU and than autograd's pair sums anywhere.
-    Odd or channels-last maps use ``avg_pool2d``."""
+    """``nn.AvgPool2d(2, 2)`` whose derivative (``avg_pool2d_backward``) has, in turn, ``avg_pool2d`` as its
+    derivative: the same function and gradients, one kernel per derivative, where autograd's own second
+    derivative of the pooling adds zero-filled and bookkeeping calls. Odd or channels-last maps use
+    ``nn.AvgPool2d`` itself."""
 
     def __init__(self) -> None:
         super().__init__(2, 2)

@@ -31,8 +31,8 @@ class ConvNet(nn.Module):
     ``depth`` blocks of [conv 3x3 (``width`` channels, padding 1) -> norm -> activation ->
     pooling], then a linear classifier on the flattened feature map (``feature_shape``).
     28 px images get padding 3 in the first convolution, so they continue as 32 px images. The
-    average pooling is :class:`mttlib.layers.AvgPool2x2`: the reference's ``nn.AvgPool2d(2, 2)`` as sums
-    of pairs, the same function with cheaper gradients on the CPU (rounding differs).
+    norm, pooling and classifier are :mod:`mttlib.layers`' (``GroupNorm(C, C)``, ``nn.AvgPool2d(2, 2)`` and
+    ``nn.Linear``, as the reference, with their second derivatives written out: fewer operator calls).
     Taught in notebook ``00_setup_and_data``.
     """
 

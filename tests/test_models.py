@@ -114,7 +114,7 @@ def test_default_convnet_structure(image_size, depth):
     assert len(linear) == 1 and linear[0].in_features == 128 * 4 * 4
 
 
-def test_pair_sum_pooling_is_avg_pool2d_with_its_gradients_in_float64():
+def test_pooling_is_avg_pool2d_with_its_gradients_in_float64():
     import torch.nn.functional as F
     from torch.autograd import gradcheck, gradgradcheck
 
