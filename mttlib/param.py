@@ -101,12 +101,13 @@ class Fourier(ImageParam):
         c, h, w = (int(s) for s in shape)
         f = torch.sqrt(torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2
                        + torch.fft.rfftfreq(w, dtype=torch.float64)[None, :] ** 2)
+        # first one grey channel, to measure the mean eigenvalue of D Dᵀ: a convolution on the torus, so the
+        # mean is its response at the point of a unit impulse; then the scale that makes it 1, and the colours
+        self.colour, self.shape, self.decay = torch.eye(1, dtype=torch.float64), (1, h, w), float(decay)
         self.scale = 1.0 / f.clamp_min(1.0 / max(h, w)) ** decay
-        self.colour = torch.eye(1, dtype=torch.float64)
-        self.shape, self.decay = (1, h, w), float(decay)
-        delta = torch.zeros(1, 1, h, w, dtype=torch.float64)
-        delta[..., 0, 0] = 1.0  # D Dᵀ is a convolution: its mean eigenvalue is its value at a point
-        self.scale = self.scale / math.sqrt(float(self.precondition(delta)[..., 0, 0]))
+        impulse = torch.zeros(1, 1, h, w, dtype=torch.float64)
+        impulse[..., 0, 0] = 1.0
+        self.scale = self.scale / math.sqrt(float(self.precondition(impulse)[..., 0, 0]))
         self.colour = torch.eye(c, dtype=torch.float64) if colour is None else colour.double()
         self.shape = (c, h, w)
 
