@@ -36,18 +36,19 @@ what a soft-label row must beat). ``--no-baselines`` skips them. ``--iterations`
 ``--eval-runs``, ``--eval-epochs`` and ``--variants`` shrink a run.
 
 Measured with ``--runs runs --ipc 1 --threads 1`` on a 2-core CPU shared with other jobs (load
-1-3): 325 s for the variants (about 40 s of distillation and 15 s of evaluation each), 45 s for
-the baselines. Accuracy %, mean ± std of 3 networks of 300 epochs, 100 iterations per variant::
+1-3): 325 s for the variants (about 40 s of distillation and 15 s of evaluation each); run again
+with the baselines, reusing the distilled sets, 134 s (the evaluations agree with the first run's
+to 0.2 points). Accuracy %, mean ± std of 3 networks of 300 epochs, 100 iterations per variant::
 
     variant        images  labels  accuracy %
-    random real    random  hard    16.4 ± 0.3
+    random real    random  hard    16.4 ± 0.4
     real start     start   hard    12.5 ± 0.8
     real start     start   soft    18.8 ± 0.6   knowledge distillation alone
     mtt            raw     hard    30.3 ± 0.5
     tesla          raw     hard    11.6 ± 0.5   images made for soft labels
-    tesla          raw     soft    19.9 ± 1.1
+    tesla          raw     soft    20.0 ± 1.2
     datm-labels    raw     hard    14.0 ± 0.1   images made for soft labels
-    datm-labels    raw     soft    28.3 ± 0.3
+    datm-labels    raw     soft    28.2 ± 0.3
     datm-schedule  raw     hard    30.3 ± 0.3   starts from other real images
     ftd-ema        raw     hard    30.3 ± 0.5   the same images as mtt
     ftd-ema        ema     hard    29.6 ± 0.6
