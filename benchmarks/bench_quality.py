@@ -40,7 +40,14 @@ Two sizes::
   the 15-step sets gave 34.8 ± 0.4 % and 37.0 ± 0.5 %. Before the kit whitened like the paper (it
   normalised first, a stronger whitening) the 15-step settings at 300 evaluation epochs gave
   34.9 ± 0.7 % and 38.9 ± 0.9 %; without ZCA 26.8 % and 35.1 %. Earlier measurements on this setting: ten experts instead of four raised ipc 1 by about
-  one point; 600 iterations instead of 300 did not change it.
+  one point; 600 iterations instead of 300 did not change it. Images learned through a basis
+  (``--set param=fourier``, :mod:`mttlib.param`), measured with ``--expert-epochs 3 --threads 1`` on a
+  shared 2-core CPU (load 1-3), the three variants on the same four experts: pixels (``lr_img`` 100)
+  34.4 ± 1.8 % (this run; random real 14.4 ± 0.9 %), Fourier ``lr_img`` 10 34.5 ± 1.6 %, ``lr_img``
+  30 34.6 ± 1.0 % (390 s of distillation and 100 s of evaluation each): no gain, so ``pixels`` stays
+  the default. At classroom size, ipc 1 (``--size classroom --ipc 1 --threads 1 --runs-dir runs``):
+  pixels 30.3 ± 0.5 %, Fourier ``lr_img`` 10 29.4 ± 0.8 %, 30 30.0 ± 1.0 %, 100 29.0 ± 0.7 %, the
+  pyramid at 30 27.5 ± 1.0 %.
 
 Experts and distilled sets are kept under ``--runs-dir`` (default: a fresh temporary folder), so
 a second run with the same folder reuses them (the distillation resumes or is complete).
