@@ -49,7 +49,8 @@ def _mean(v: Tensor) -> Tensor:
 def _dot_mean(u: Tensor, v: Tensor) -> Tensor:
     """``mean(u v)`` per image and channel, ``[N, C, 1, 1]``, without a full-size product in memory."""
     n, c, h, w = u.shape
-    return torch.bmm(u.view(n * c, 1, h * w), v.view(n * c, h * w, 1)).view(n, c, 1, 1) * (1.0 / (h * w))
+    # reshape, not view: a cotangent may arrive expanded or in another layout (reshape then copies)
+    return torch.bmm(u.reshape(n * c, 1, h * w), v.reshape(n * c, h * w, 1)).view(n, c, 1, 1) * (1.0 / (h * w))
 
 
 class _InstanceNormGrad(torch.autograd.Function):

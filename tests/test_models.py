@@ -488,3 +488,15 @@ def test_wrong_flat_size_names_both_sizes_and_the_likely_cause():
         fm(wrong, torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="shape"):
         fm.unflatten(fm.flatten().reshape(1, -1))
+
+
+def test_instance_norm_takes_cotangents_of_any_layout():
+    # a loss like y.sum() hands the second derivative an expanded (stride 0) cotangent
+    norm = InstanceNorm(3).double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    first = torch.autograd.grad(norm(x).square().sum(), x, create_graph=True)[0]
+    (ours,) = torch.autograd.grad(first.sum(), x)
+    ref = torch.nn.GroupNorm(3, 3).double()
+    first_ref = torch.autograd.grad(ref(x).square().sum(), x, create_graph=True)[0]
+    (theirs,) = torch.autograd.grad(first_ref.sum(), x)
+    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
