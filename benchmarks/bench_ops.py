@@ -13,8 +13,9 @@ drawn differs per step, so the count is averaged over ``--steps`` steps (30, as 
 Measured on the CPU with the defaults (width 8, 30 steps, seed 0): before the layers of ``mttlib.layers``
 and the DSA passes, ``unroll`` 738.8 calls per step (22,165 per iteration) and ``recompute`` 887.8
 (instance norm's second derivative alone was about 140 calls per layer and step); after them
-``unroll`` 438.6 (13,158) and ``recompute`` 552.6 (16,577). CUDA counts the same calls (``gpu_check.sh`` reports them there); a CUDA
-graph replays an iteration with no calls at all.
+``unroll`` 444.6 (13,338) and ``recompute`` 564.6 (16,937). On CUDA the pooling is one kernel where the
+CPU takes five faster calls, so a GPU counts a few calls fewer (``gpu_check.sh`` reports them there); a
+CUDA graph replays an iteration with no calls at all.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from mttlib.matching import STRATEGIES, step_gradient
 from mttlib.models import FunctionalModel
 
-__all__ = ["STRATEGIES", "CPU_UNROLL_LIMIT", "step_activation_bytes", "estimate_memory", "choose_strategy", "report",
+__all__ = ["STRATEGIES", "step_activation_bytes", "estimate_memory", "choose_strategy", "report",
            "keep_freed_memory"]
 
 
@@ -79,23 +79,16 @@ def _device_memory(device: torch.device) -> int:
         return 8 * 2**30
 
 
-# Above this many bytes of unrolled graph, recompute was the faster strategy on a CPU (allocating and touching
-# a graph of gigabytes costs more than recomputing each step); below it, unroll. On CUDA unroll was faster
-# wherever it fit. Measured side by side with benchmarks/bench_distill.py (README, "Distillation").
-CPU_UNROLL_LIMIT = 3 * 2**30
-
-
 def choose_strategy(model: nn.Module, batch: int, image_shape: Sequence[int], syn_steps: int,
                     device: str | torch.device | None = None, budget: float = 0.25) -> str:
-    """The faster strategy that fits: ``"recompute"`` when the unrolled graph (:func:`estimate_memory`) would
-    take more than ``budget`` of the device's memory (RAM for the CPU), or on a CPU more than
-    :data:`CPU_UNROLL_LIMIT`; else ``"unroll"``. Deterministic on a given machine, so a resumed run makes
-    the same choice."""
+    """The faster strategy that fits: ``"unroll"`` unless the unrolled graph (:func:`estimate_memory`) would
+    take more than ``budget`` of the device's memory (RAM for the CPU), then ``"recompute"``. Where both fit,
+    unroll was the faster on every device measured (a CPU at widths 32 and 128, an H200; README,
+    "Distillation"), so memory alone decides. Deterministic on a given machine, so a resumed run makes the
+    same choice."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     need = estimate_memory(model, batch, image_shape, syn_steps, "unroll")
-    if need > budget * _device_memory(device) or (device.type == "cpu" and need > CPU_UNROLL_LIMIT):
-        return "recompute"
-    return "unroll"
+    return "recompute" if need > budget * _device_memory(device) else "unroll"
 
 
 def report(model: nn.Module, image_shape: Sequence[int], num_images: int, batch_syn: int | None, syn_steps: int,
