@@ -177,7 +177,7 @@ def test_a_student_step_makes_at_most_450_operator_calls_at_the_paper_ipc10_shap
         import bench_ops
     finally:
         sys.path.pop(0)
-    unroll = bench_ops.count("unroll", width=8, steps=12)
+    unroll = bench_ops.count("unroll", width=8, steps=30)  # the paper's 30 steps (a few calls per iteration are shared)
     assert unroll["calls_per_step"] <= 450, unroll  # 739 before the layers were written out
-    recompute = bench_ops.count("recompute", width=8, steps=12)
+    recompute = bench_ops.count("recompute", width=8, steps=30)
     assert recompute["calls_per_step"] <= 580, recompute  # 888 before; a second forward is its price
