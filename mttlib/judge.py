@@ -6,7 +6,8 @@ size they are weak (ten epochs of plain SGD). The judge is a wider ConvNet train
 training image as networks are in an evaluation (SGD momentum 0.9, weight decay 5e-4, lr ×0.1 at
 half-time, DSA; here lr 0.02, batches of 128, 12 epochs: about 60 % on cifar10-mini's test photos),
 from its own seed. It is trained once and kept in a cache file (:func:`mttlib.io.cached`) keyed by
-the data and the recipe. :func:`mttlib.texture.crop_recognition` asks it about random toroidal
+the data and the recipe; the kit ships the judge of its embedded ``cifar10-mini`` under the default
+recipe in ``data/judges`` (``shipped=False`` trains it again, about two minutes on two CPU cores). :func:`mttlib.texture.crop_recognition` asks it about random toroidal
 crops. Taught in notebook ``04_tileable_textures``.
 """
 
@@ -24,11 +25,13 @@ from torch import Tensor
 
 from mttlib.augment import DSA
 from mttlib.data import ImageData
-from mttlib.io import cached
+from mttlib.io import KIT_ROOT, cached, safe_load
 from mttlib.models import make_model
 from mttlib.train import accuracy, can_compile, derive_seed, pick_device, seeded, train
 
-__all__ = ["JudgeConfig", "Judge", "train_judge"]
+__all__ = ["JudgeConfig", "Judge", "train_judge", "SHIPPED_DIR"]
+
+SHIPPED_DIR = KIT_ROOT / "data" / "judges"  # judges that ship with the kit, named as the cache names them
 
 
 @dataclass
@@ -72,9 +75,10 @@ def _build(data: ImageData, config: JudgeConfig, device: torch.device) -> torch.
 
 
 def train_judge(data: ImageData, config: JudgeConfig | None = None, *, cache: str | Path | None = None,
-                device: str | torch.device | None = "auto") -> Judge:
+                device: str | torch.device | None = "auto", shipped: bool = True) -> Judge:
     """The judge of ``data``: trained on its whole training split, tested on its test split; kept in ``cache``
-    (a folder; None trains every time). Taught in notebook ``04_tileable_textures``."""
+    (a folder; None trains every time). With ``shipped``, a judge of the same data and recipe in
+    :data:`SHIPPED_DIR` is loaded instead of training one. Taught in notebook ``04_tileable_textures``."""
     config, device = config or JudgeConfig(), pick_device(device)
     key = json.dumps(["judge-v1", data.describe(), {**asdict(config), "compile": None}], sort_keys=True)
 
@@ -89,7 +93,12 @@ def train_judge(data: ImageData, config: JudgeConfig | None = None, *, cache: st
         return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "test_acc": test_acc,
                 "seconds": time.perf_counter() - began}
 
-    content = cached(cache, f"judge-{data.name}-{config.model}", hashlib.sha256(key.encode()).hexdigest()[:16], make)
+    name, fingerprint = f"judge-{data.name}-{config.model}", hashlib.sha256(key.encode()).hexdigest()[:16]
+    ready = SHIPPED_DIR / f"{name}-{fingerprint}.pt"
+    if shipped and ready.is_file():
+        content = safe_load(ready)  # the same fingerprint: the same data and recipe
+    else:
+        content = cached(cache, name, fingerprint, make)
     net = _build(data, config, device)
     net.load_state_dict(content["state"])
     return Judge(net, content["test_acc"], config, content["seconds"])

@@ -59,3 +59,22 @@ def test_bad_config_is_refused():
         J.JudgeConfig(epochs=0)
     with pytest.raises(ValueError, match="lr"):
         J.JudgeConfig(lr=0.0)
+
+
+def test_the_shipped_judge_of_the_embedded_data_loads_without_training_and_scores_what_it_records(monkeypatch):
+    from mttlib.data import load_dataset
+    from mttlib.train import accuracy
+
+    data = load_dataset("cifar10-mini")
+    def refuse(*args, **kwargs):
+        raise RuntimeError("trained again")
+
+    monkeypatch.setattr(J, "train", refuse)
+    judge = J.train_judge(data, cache=None, device="cpu")
+    assert 0.55 < judge.test_acc < 0.7, judge  # about 60 % on the test photos
+    measured = accuracy(judge.net, *data.test_tensors(torch.device("cpu")))[0]
+    assert abs(measured - judge.test_acc) < 0.005, (measured, judge.test_acc)  # its record is its own
+    with pytest.raises(RuntimeError, match="trained again"):  # another recipe is not the shipped one
+        J.train_judge(data, J.JudgeConfig(epochs=1), cache=None, device="cpu")
+    with pytest.raises(RuntimeError, match="trained again"):
+        J.train_judge(data, cache=None, device="cpu", shipped=False)
