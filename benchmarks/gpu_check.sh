@@ -76,8 +76,8 @@ fi
 # 3. the paper's table at a reduced schedule (needs CIFAR-10; on a dry run at smoke size on cifar10-mini)
 if wanted reproduce && { [ -n "$CIFAR" ] || [ ${#DRY[@]} -gt 0 ]; }; then
     if [ ${#DRY[@]} -gt 0 ]; then
-        REPRO=(--size smoke --device cpu --data cifar10-mini --like cifar10)
-        [ -n "$CIFAR" ] && REPRO=(--size smoke --device cpu --data "folder:$CIFAR" --like cifar10)
+        DATA=cifar10-mini; [ -n "$CIFAR" ] && DATA="folder:$CIFAR"
+        REPRO=(--size smoke --device cpu --data "$DATA" --like cifar10)
     else
         REPRO=(--size gpu --minutes "$MINUTES" --data "folder:$CIFAR" --like cifar10 --device cuda)
     fi

@@ -177,24 +177,28 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
 
 
 def cached(folder: str | Path | None, name: str, fingerprint: str, make: Callable[[], dict],
-           check: Callable[[dict], Any] = lambda content: True) -> dict:
+           check: Callable[[dict], Any] = lambda content: True, shipped: str | Path | None = None) -> dict:
     """``make()`` (a dict of tensors and plain values), kept in ``folder/<name>-<fingerprint>.pt`` while it is good.
 
     ``fingerprint`` (a hex digest) says what the content was made from; a missing, unreadable or stale
     file (other fingerprint, ``check(content)`` false or raising) is rebuilt silently and older
     fingerprints of ``name`` deleted. A read-only folder only costs the rebuild; ``folder=None`` calls ``make()``.
+    ``shipped`` names a folder that ships with the kit, searched first under the same name and never written.
     """
-    if folder is None:
-        return make()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-80:] or "cache"
-    path = Path(folder) / f"{stem}-{fingerprint}.pt"
-    try:
-        content = safe_load(path)
-        if content["fingerprint"] == fingerprint and check(content):
-            return content
-    except (OSError, RuntimeError, LookupError, TypeError, ValueError, AttributeError):
-        pass  # RuntimeError includes CorruptFileError
+    for place in (shipped, folder):
+        if place is None:
+            continue
+        try:
+            content = safe_load(Path(place) / f"{stem}-{fingerprint}.pt")
+            if content["fingerprint"] == fingerprint and check(content):
+                return content
+        except (OSError, RuntimeError, LookupError, TypeError, ValueError, AttributeError):
+            pass  # RuntimeError includes CorruptFileError
     content = {**make(), "fingerprint": fingerprint}
+    if folder is None:
+        return content
+    path = Path(folder) / f"{stem}-{fingerprint}.pt"
     try:
         for stale in path.parent.glob("*.pt"):
             if stale != path and re.fullmatch(re.escape(stem) + r"-[0-9a-f]+\.pt", stale.name):

@@ -7,8 +7,9 @@ training image as networks are in an evaluation (SGD momentum 0.9, weight decay 
 half-time, DSA; here lr 0.02, batches of 128, 12 epochs: about 60 % on cifar10-mini's test photos),
 from its own seed. It is trained once and kept in a cache file (:func:`mttlib.io.cached`) keyed by
 the data and the recipe; the kit ships the judge of its embedded ``cifar10-mini`` under the default
-recipe in ``data/judges`` (``shipped=False`` trains it again, about two minutes on two CPU cores). :func:`mttlib.texture.crop_recognition` asks it about random toroidal
-crops. Taught in notebook ``04_tileable_textures``.
+recipe in ``data/judges`` (``shipped=False`` trains it again, about two minutes on two CPU cores).
+:func:`mttlib.texture.crop_recognition` asks it about random toroidal crops. Taught in notebook
+``04_tileable_textures``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from mttlib.augment import DSA
 from mttlib.data import ImageData
-from mttlib.io import KIT_ROOT, cached, safe_load
+from mttlib.io import KIT_ROOT, cached
 from mttlib.models import make_model
 from mttlib.train import accuracy, can_compile, derive_seed, pick_device, seeded, train
 
@@ -62,7 +63,7 @@ class Judge:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        return self.net(x.to(next(self.net.parameters()).device)).softmax(1)
+        return self.net(x.to(next(self.net.parameters()).device)).softmax(1).cpu()  # handed back on the CPU
 
     def __repr__(self) -> str:
         return f"Judge({self.config.model} {self.config.model_kwargs}, test accuracy {100 * self.test_acc:.1f} %)"
@@ -93,12 +94,8 @@ def train_judge(data: ImageData, config: JudgeConfig | None = None, *, cache: st
         return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "test_acc": test_acc,
                 "seconds": time.perf_counter() - began}
 
-    name, fingerprint = f"judge-{data.name}-{config.model}", hashlib.sha256(key.encode()).hexdigest()[:16]
-    ready = SHIPPED_DIR / f"{name}-{fingerprint}.pt"
-    if shipped and ready.is_file():
-        content = safe_load(ready)  # the same fingerprint: the same data and recipe
-    else:
-        content = cached(cache, name, fingerprint, make)
+    content = cached(cache, f"judge-{data.name}-{config.model}", hashlib.sha256(key.encode()).hexdigest()[:16], make,
+                     shipped=SHIPPED_DIR if shipped else None)
     net = _build(data, config, device)
     net.load_state_dict(content["state"])
     return Judge(net, content["test_acc"], config, content["seconds"])

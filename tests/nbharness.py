@@ -15,7 +15,6 @@ import nbformat
 import papermill as pm
 
 from mttlib import demo
-
 from mttlib.viz import RESULTS_MARKER
 
 KIT = Path(__file__).resolve().parent.parent

@@ -181,3 +181,23 @@ def test_a_student_step_makes_at_most_450_operator_calls_at_the_paper_ipc10_shap
     assert unroll["calls_per_step"] <= 450, unroll  # 739 before the layers were written out
     recompute = bench_ops.count("recompute", width=8, steps=30)
     assert recompute["calls_per_step"] <= 580, recompute  # 888 before; a second forward is its price
+
+
+def test_bench_layers_compares_the_kit_layers_with_pytorchs_own_on_one_meta_gradient():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_layers
+    finally:
+        sys.path.pop(0)
+    r = bench_layers.measure(width=4, steps=3, rounds=2, strategy="unroll")
+    assert r["calls_per_step"]["kit"] < 0.8 * r["calls_per_step"]["pytorch"], r  # the point of the layers
+    assert r["grad_images_rel_diff"] < 1e-3, r  # the same meta-gradient up to float32 rounding
+    assert all(v > 0 for v in r["s_median"].values())
+    model = bench_layers.make_model("convnet", 3, 10, 32, width=4)
+    bench_layers.swap(model, "pytorch")
+    assert not any(type(m).__module__ == "mttlib.layers" for m in model.modules())
+    bench_layers.swap(model, "kit")
+    assert sum(type(m).__module__ == "mttlib.layers" for m in model.modules()) == 7  # 3 norms, 3 pools, classifier

@@ -96,3 +96,23 @@ def test_locations_follow_argument_then_environment(tmp_path, monkeypatch):
     assert io.runs_dir(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("MTT_RUNS")
     assert io.runs_dir() == io.KIT_ROOT / "runs"
+
+
+def test_cached_reads_a_shipped_folder_first_and_never_writes_it(tmp_path):
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    io.atomic_save({"value": torch.tensor(1.0), "fingerprint": "ab12"}, shipped / "thing-ab12.pt")
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"value": torch.tensor(2.0)}
+
+    assert float(io.cached(cache, "thing", "ab12", make, shipped=shipped)["value"]) == 1.0 and not calls
+    assert not cache.exists()  # nothing copied out of the shipped folder
+    # another fingerprint, or a broken shipped file: made and kept in the cache, the shipped folder untouched
+    assert float(io.cached(cache, "thing", "cd34", make, shipped=shipped)["value"]) == 2.0
+    (shipped / "thing-ef56.pt").write_bytes(b"not a tensor file")
+    assert float(io.cached(cache, "thing", "ef56", make, shipped=shipped)["value"]) == 2.0
+    assert sorted(p.name for p in shipped.iterdir()) == ["thing-ab12.pt", "thing-ef56.pt"]
+    assert [p.name for p in cache.iterdir()] == ["thing-ef56.pt"]  # the newest fingerprint, older ones removed

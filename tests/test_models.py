@@ -114,10 +114,14 @@ def test_default_convnet_structure(image_size, depth):
     assert len(linear) == 1 and linear[0].in_features == 128 * 4 * 4
 
 
-def test_pooling_is_avg_pool2d_with_its_gradients_in_float64():
+@pytest.mark.parametrize("one_kernel", [False, True], ids=["cpu-route", "cuda-route"])
+def test_pooling_is_avg_pool2d_with_its_gradients_in_float64(one_kernel, monkeypatch):
     import torch.nn.functional as F
     from torch.autograd import gradcheck, gradgradcheck
 
+    from mttlib import layers
+
+    monkeypatch.setattr(layers, "_one_pool_kernel", lambda x: one_kernel)  # both routes, on any machine
     pool = AvgPool2x2()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 8, 6, generator=g, dtype=torch.float64, requires_grad=True)
